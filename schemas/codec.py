@@ -1,0 +1,175 @@
+"""msgpack (default) and JSON codec for the wire models.
+
+``decode_input`` is total: it returns a ``Frame``/``Transaction`` or a ``DecodeError``
+and never raises. Size limits are checked on the raw bytes and on the declared and
+encoded image dimensions *before* any pixel buffer is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas.errors import DecodeError, Reason
+from schemas.images import encoded_dimensions
+from schemas.models import DeadLetter, Frame, FrameEncoding, InputEvent, Result, Transaction
+
+CONTENT_TYPE_HEADER = "content-type"
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+_MSGPACK_ALIASES = {MSGPACK, "application/x-msgpack", "application/vnd.msgpack"}
+
+_INPUT = TypeAdapter(InputEvent)
+
+Headers = Iterable[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 8 * 1024 * 1024
+    # width * height * channels of one frame, i.e. the bytes of its decoded uint8 buffer
+    max_frame_elements: int = 3840 * 2160 * 3
+
+
+def content_type_of(headers: Headers | None) -> str:
+    for name, value in headers or ():
+        if name.lower() == CONTENT_TYPE_HEADER:
+            return value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return MSGPACK
+
+
+def decode_input(
+    value: bytes | None, headers: Headers | None = None, limits: Limits = Limits()
+) -> Frame | Transaction | DecodeError:
+    if not value:
+        return DecodeError(Reason.EMPTY, "message value is empty")
+    if len(value) > limits.max_payload_bytes:
+        return DecodeError(
+            Reason.TOO_LARGE,
+            f"payload is {len(value)} bytes, limit is {limits.max_payload_bytes}",
+        )
+    content_type = content_type_of(headers)
+    try:
+        if content_type in _MSGPACK_ALIASES:
+            try:
+                obj = msgpack.unpackb(value, raw=False, strict_map_key=True)
+            except Exception as exc:  # msgpack raises several unrelated types
+                return DecodeError(Reason.NOT_MSGPACK, f"not valid msgpack ({type(exc).__name__}: {exc})")
+            if not isinstance(obj, dict):
+                return DecodeError(
+                    Reason.INVALID_SCHEMA, f"expected a map, got {type(obj).__name__}"
+                )
+            event = _INPUT.validate_python(obj)
+        elif content_type == JSON:
+            event = _INPUT.validate_json(value)
+        else:
+            return DecodeError(
+                Reason.UNSUPPORTED_CONTENT_TYPE,
+                f"content-type {content_type!r}; use {MSGPACK} or {JSON}",
+            )
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            return DecodeError(Reason.NOT_JSON, f"not valid JSON: {exc.errors()[0]['msg']}")
+        return DecodeError(Reason.INVALID_SCHEMA, _summarise(exc))
+    if isinstance(event, Frame):
+        return check_frame(event, limits)
+    return event
+
+
+def check_frame(frame: Frame, limits: Limits) -> Frame | DecodeError:
+    elements = frame.width * frame.height * frame.channels
+    if elements > limits.max_frame_elements:
+        return DecodeError(
+            Reason.FRAME_TOO_LARGE,
+            f"{frame.width}x{frame.height}x{frame.channels} = {elements} elements, "
+            f"limit is {limits.max_frame_elements}",
+        )
+    if frame.encoding is FrameEncoding.RAW:
+        if len(frame.data) != elements:
+            return DecodeError(
+                Reason.FRAME_SIZE_MISMATCH,
+                f"raw frame has {len(frame.data)} bytes, declared {elements}",
+            )
+        return frame
+    dims = encoded_dimensions(frame.data, frame.encoding)
+    if dims is None:
+        return DecodeError(Reason.BAD_IMAGE, f"data is not a readable {frame.encoding} header")
+    width, height = dims
+    if (width, height) != (frame.width, frame.height):
+        return DecodeError(
+            Reason.FRAME_SIZE_MISMATCH,
+            f"{frame.encoding} is {width}x{height}, declared {frame.width}x{frame.height}",
+        )
+    return frame
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def encode(model: BaseModel, content_type: str = MSGPACK) -> bytes:
+    if content_type == JSON:
+        return model.model_dump_json().encode()
+    return msgpack.packb(model.model_dump(mode="python"), use_bin_type=True)
+
+
+def content_type_headers(content_type: str = MSGPACK) -> list[tuple[str, bytes]]:
+    return [(CONTENT_TYPE_HEADER, content_type.encode())]
+
+
+def decode_result(value: bytes, headers: Headers | None = None) -> Result:
+    if content_type_of(headers) == JSON:
+        return Result.model_validate_json(value)
+    return Result.model_validate(msgpack.unpackb(value, raw=False))
+
+
+def result_to_json(result: Result) -> str:
+    return result.model_dump_json()
+
+
+# Dead letters keep the original bytes as the record value so they can be replayed as-is;
+# what went wrong travels in headers.
+DLQ_REASON = "streaminfer-reason"
+DLQ_MESSAGE = "streaminfer-error"
+DLQ_TOPIC = "streaminfer-source-topic"
+DLQ_PARTITION = "streaminfer-source-partition"
+DLQ_OFFSET = "streaminfer-source-offset"
+DLQ_WORKER = "streaminfer-worker-id"
+
+
+def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
+    return [
+        (DLQ_REASON, dl.reason.encode()),
+        (DLQ_MESSAGE, dl.message.encode("utf-8", "replace")[:4096]),
+        (DLQ_TOPIC, dl.input.topic.encode()),
+        (DLQ_PARTITION, str(dl.input.partition).encode()),
+        (DLQ_OFFSET, str(dl.input.offset).encode()),
+        (DLQ_WORKER, dl.worker_id.encode()),
+    ]
+
+
+def dead_letter_from_record(
+    value: bytes | None, key: bytes | None, headers: Headers
+) -> DeadLetter:
+    h: dict[str, Any] = {name: raw.decode("utf-8", "replace") for name, raw in headers}
+    return DeadLetter(
+        original=value or b"",
+        reason=h.get(DLQ_REASON, ""),
+        message=h.get(DLQ_MESSAGE, ""),
+        input={
+            "topic": h.get(DLQ_TOPIC, ""),
+            "partition": int(h.get(DLQ_PARTITION, -1)),
+            "offset": int(h.get(DLQ_OFFSET, -1)),
+        },
+        key=key,
+        worker_id=h.get(DLQ_WORKER, ""),
+    )
