@@ -1,0 +1,55 @@
+"""Build a worker from settings and run it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import cast
+
+import torch
+
+from pipeline.config import WorkerSettings
+from pipeline.models import Model, load_model, resolve_device
+from pipeline.runner import Runner
+from pipeline.worker import Worker, WorkerStats
+from schemas.models import InputKind
+
+log = logging.getLogger("streaminfer.worker")
+
+
+def build_worker(settings: WorkerSettings) -> Worker:
+    """Load models up front so a bad model file fails at start-up with its name and problem."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    models: dict[InputKind, Model] = {}
+    for kind, spec in (("frame", settings.frame_model), ("transaction", settings.transaction_model)):
+        model = load_model(spec, cast(InputKind, kind))
+        if model is not None:
+            models[cast(InputKind, kind)] = model
+    if not models:
+        raise SystemExit("no model configured: set a frame or transaction model")
+    device = resolve_device(settings.device)
+    log.info(
+        "worker %s: models %s on %s; topics %s -> %s (dead letters: %s)",
+        settings.worker_id,
+        {k: f"{m.name}@{m.version}" for k, m in models.items()},
+        device,
+        settings.input_topics,
+        settings.results_topic,
+        settings.dead_letter_topic,
+    )
+    return Worker(settings, models, Runner(models, device))
+
+
+async def run_worker(settings: WorkerSettings) -> WorkerStats:
+    worker = build_worker(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await worker.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

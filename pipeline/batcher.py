@@ -1,0 +1,88 @@
+"""Windowed batching as a pure state machine: no asyncio, no Kafka, time is passed in.
+
+A window opens with its first item and closes when it holds ``max_batch_size`` items,
+when its bytes reach ``max_batch_bytes``, or ``max_wait_ms`` after that first item,
+whichever comes first. Measuring from the first item (not the last) bounds latency even
+for a steady trickle of input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class CloseReason(StrEnum):
+    SIZE = "size"
+    BYTES = "bytes"
+    TIME = "time"
+    FLUSH = "flush"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch(Generic[T]):
+    items: tuple[T, ...]
+    nbytes: int
+    opened_at: float
+    closed_at: float
+    reason: CloseReason
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Batcher(Generic[T]):
+    def __init__(self, max_batch_size: int, max_batch_bytes: int, max_wait_ms: float) -> None:
+        if max_batch_size < 1 or max_batch_bytes < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size and max_batch_bytes must be >= 1, max_wait_ms >= 0")
+        self.max_batch_size = max_batch_size
+        self.max_batch_bytes = max_batch_bytes
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._items: list[T] = []
+        self._nbytes = 0
+        self._opened_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def deadline(self) -> float | None:
+        """When the open window must close by time; None when no window is open."""
+        return self._opened_at + self.max_wait_s if self._items else None
+
+    def add(self, item: T, nbytes: int, now: float) -> list[Batch[T]]:
+        """Add one item; return the batches this closes (an expired window first)."""
+        closed: list[Batch[T]] = []
+        expired = self.poll(now)
+        if expired is not None:
+            closed.append(expired)
+        if not self._items:
+            self._opened_at = now
+        self._items.append(item)
+        self._nbytes += nbytes
+        if len(self._items) >= self.max_batch_size:
+            closed.append(self._close(now, CloseReason.SIZE))
+        elif self._nbytes >= self.max_batch_bytes:
+            closed.append(self._close(now, CloseReason.BYTES))
+        return closed
+
+    def poll(self, now: float) -> Batch[T] | None:
+        """Close the open window if its time is up."""
+        deadline = self.deadline()
+        if deadline is not None and now >= deadline:
+            return self._close(now, CloseReason.TIME)
+        return None
+
+    def flush(self, now: float) -> Batch[T] | None:
+        """Close the open window now, whatever its size (shutdown, rebalance)."""
+        return self._close(now, CloseReason.FLUSH) if self._items else None
+
+    drain = flush
+
+    def _close(self, now: float, reason: CloseReason) -> Batch[T]:
+        batch = Batch(tuple(self._items), self._nbytes, self._opened_at, now, reason)
+        self._items = []
+        self._nbytes = 0
+        return batch

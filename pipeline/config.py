@@ -1,0 +1,86 @@
+"""Settings, built once in ``main`` and passed down. Env prefix ``STREAMINFER_``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.codec import Limits
+
+DEFAULT_FRAMES_TOPIC = "streaminfer-frames"
+DEFAULT_TRANSACTIONS_TOPIC = "streaminfer-transactions"
+DEFAULT_RESULTS_TOPIC = "streaminfer-results"
+DEFAULT_DEAD_LETTER_TOPIC = "streaminfer-dead-letters"
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMINFER_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def client_kwargs(self) -> dict[str, object]:
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return kwargs
+
+
+class WorkerSettings(KafkaSettings):
+    """Everything one worker process needs. Every field is also a ``streaminfer worker`` flag."""
+
+    input_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_FRAMES_TOPIC, DEFAULT_TRANSACTIONS_TOPIC],
+        description="comma-separated topics to consume",
+    )
+    results_topic: str = DEFAULT_RESULTS_TOPIC
+    dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC
+    group_id: str = "streaminfer-workers"
+    worker_id: str = Field(default_factory=_default_worker_id)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    max_wait_ms: int = Field(20, ge=0, le=60_000)
+    queued_batches: int = Field(2, ge=1, le=64, description="closed batches waiting for the model")
+
+    frame_model: str = Field("builtin:frame-cnn", description="builtin:NAME | torchscript:PATH | none")
+    transaction_model: str = Field("builtin:txn-mlp", description="builtin:NAME | torchscript:PATH | none")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    torch_threads: int = Field(0, ge=0, description="0 keeps torch's default")
+
+    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_frame_elements: int = Field(3840 * 2160 * 3, ge=1, description="width*height*channels")
+    result_content_type: Literal["msgpack", "json"] = "msgpack"
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+
+    @field_validator("input_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("at least one input topic is required")
+        return value
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_payload_bytes, self.max_frame_elements)

@@ -1,0 +1,17 @@
+"""Model interface, built-in models and the loader for user models."""
+
+from pipeline.models.base import ItemRejected, Model, ModelError
+from pipeline.models.frames import FrameCNN
+from pipeline.models.loader import TorchScriptModel, load_model, resolve_device
+from pipeline.models.transactions import TransactionMLP
+
+__all__ = [
+    "FrameCNN",
+    "ItemRejected",
+    "Model",
+    "ModelError",
+    "TorchScriptModel",
+    "TransactionMLP",
+    "load_model",
+    "resolve_device",
+]

@@ -1,0 +1,60 @@
+"""The model interface the runner drives.
+
+``preprocess`` runs per item and may reject one item (it becomes a dead letter) without
+failing its batch; ``forward`` runs once per batch; ``postprocess`` maps the batch output
+back to one JSON-able dict per item, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from schemas.errors import Reason
+from schemas.models import Frame, InputKind, Transaction
+
+
+class ModelError(Exception):
+    """A model could not be loaded or returned something unusable. Names model and problem."""
+
+
+class ItemRejected(Exception):
+    """Raised by ``preprocess`` for one item that cannot be fed to the model."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@runtime_checkable
+class Model(Protocol):
+    name: str
+    version: str
+    kind: InputKind
+
+    def to(self, device: torch.device) -> None: ...
+
+    def preprocess(self, item: Frame | Transaction) -> torch.Tensor: ...
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]: ...
+
+
+class TorchModule:
+    """Shared plumbing for models backed by one ``torch.nn.Module`` in eval mode."""
+
+    module: torch.nn.Module
+
+    def to(self, device: torch.device) -> None:
+        self.module.to(device)
+        self.module.eval()
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.module(batch)
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(f"model {self.name!r} returned {type(out).__name__}, not a Tensor")  # type: ignore[attr-defined]
+        return out

@@ -1,0 +1,74 @@
+"""Build a model from a spec string: ``builtin:NAME``, ``torchscript:PATH`` or ``none``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.models.base import Model, ModelError, TorchModule
+from pipeline.models.frames import FrameCNN, frame_to_tensor, top_k
+from pipeline.models.transactions import TransactionMLP, transaction_to_tensor
+from schemas.models import Frame, InputKind, Transaction
+
+BUILTINS = {"frame-cnn": FrameCNN, "txn-mlp": TransactionMLP}
+
+
+class TorchScriptModel(TorchModule):
+    """A user's TorchScript module fed with the built-in preprocessing of its input kind.
+
+    Frame models get 3x96x96 normalised RGB and their output rows are read as class
+    logits (top-3); transaction models get the built-in feature vector and their outputs
+    are returned as they are.
+    """
+
+    def __init__(self, path: Path, kind: InputKind, input_size: int = 96) -> None:
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist")
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelError(f"model file {path} is not a loadable TorchScript file: {exc}") from exc
+        self.kind = kind
+        self.name = path.stem
+        self.version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        self.input_size = input_size
+
+    def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
+        if self.kind == "frame":
+            return frame_to_tensor(item, self.input_size)
+        return transaction_to_tensor(item)
+
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
+        if self.kind == "frame":
+            return top_k(output.reshape(output.shape[0], -1), [], 3)
+        return [{"outputs": row} for row in output.float().reshape(output.shape[0], -1).tolist()]
+
+
+def load_model(spec: str, kind: InputKind) -> Model | None:
+    scheme, _, arg = spec.partition(":")
+    if scheme == "none":
+        return None
+    if scheme == "builtin":
+        factory = BUILTINS.get(arg)
+        if factory is None:
+            raise ModelError(f"unknown built-in model {arg!r}; choose from {sorted(BUILTINS)}")
+        model: Model = factory()
+    elif scheme == "torchscript":
+        model = TorchScriptModel(Path(arg), kind)
+    else:
+        raise ModelError(f"model spec {spec!r}: expected builtin:NAME, torchscript:PATH or none")
+    if model.kind != kind:
+        raise ModelError(f"model {model.name!r} takes {model.kind} inputs, configured for {kind}")
+    return model
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
