@@ -1,8 +1,9 @@
-"""Build a model from a spec string: ``builtin:NAME``, ``torchscript:PATH`` or ``none``."""
+"""Build a model from a spec: ``builtin:NAME``, ``torchscript:PATH``, ``export:PATH.pt2``, ``none``."""
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ BUILTINS = {"frame-cnn": FrameCNN, "txn-mlp": TransactionMLP}
 
 
 class TorchScriptModel(TorchModule):
-    """A user's TorchScript module fed with the built-in preprocessing of its input kind.
+    """A user's TorchScript or ``torch.export`` (.pt2) program, fed with the built-in
+    preprocessing of its input kind.
 
     Frame models get 3x96x96 normalised RGB and their output rows are read as class
     logits (top-3); transaction models get the built-in feature vector and their outputs
@@ -29,9 +31,11 @@ class TorchScriptModel(TorchModule):
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu")
+            self.module = _load_program(path)
         except Exception as exc:
-            raise ModelError(f"model file {path} is not a loadable TorchScript file: {exc}") from exc
+            raise ModelError(
+                f"model file {path} is not a loadable TorchScript or torch.export file: {exc}"
+            ) from exc
         self.kind = kind
         self.name = path.stem
         self.version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -48,6 +52,15 @@ class TorchScriptModel(TorchModule):
         return [{"outputs": row} for row in output.float().reshape(output.shape[0], -1).tolist()]
 
 
+def _load_program(path: Path) -> torch.nn.Module:
+    if path.suffix == ".pt2":
+        return torch.export.load(str(path)).module()
+    with warnings.catch_warnings():
+        # torch >= 2.10 marks TorchScript deprecated; existing user files still load fine
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def load_model(spec: str, kind: InputKind) -> Model | None:
     scheme, _, arg = spec.partition(":")
     if scheme == "none":
@@ -57,10 +70,10 @@ def load_model(spec: str, kind: InputKind) -> Model | None:
         if factory is None:
             raise ModelError(f"unknown built-in model {arg!r}; choose from {sorted(BUILTINS)}")
         model: Model = factory()
-    elif scheme == "torchscript":
+    elif scheme in ("torchscript", "export"):
         model = TorchScriptModel(Path(arg), kind)
     else:
-        raise ModelError(f"model spec {spec!r}: expected builtin:NAME, torchscript:PATH or none")
+        raise ModelError(f"model spec {spec!r}: expected builtin:NAME, torchscript:PATH, export:PATH.pt2 or none")
     if model.kind != kind:
         raise ModelError(f"model {model.name!r} takes {model.kind} inputs, configured for {kind}")
     return model

@@ -1,0 +1,1 @@
+"""streaminfer: Kafka in, windowed batches through a PyTorch model, results out."""

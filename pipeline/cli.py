@@ -1,0 +1,296 @@
+"""The ``streaminfer`` command (also ``python -m pipeline``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pipeline.broker import BrokerError, LocalBroker
+from pipeline.config import (
+    DEFAULT_DEAD_LETTER_TOPIC,
+    DEFAULT_FRAMES_TOPIC,
+    DEFAULT_RESULTS_TOPIC,
+    DEFAULT_TRANSACTIONS_TOPIC,
+    KafkaSettings,
+    WorkerSettings,
+)
+from pipeline.models import ModelError
+
+log = logging.getLogger("streaminfer")
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    """--bootstrap, else STREAMINFER_KAFKA_BOOTSTRAP, else a running local broker, else :9092."""
+    if getattr(args, "bootstrap", None):
+        return str(args.bootstrap)
+    if os.environ.get("STREAMINFER_KAFKA_BOOTSTRAP"):
+        return os.environ["STREAMINFER_KAFKA_BOOTSTRAP"]
+    state = LocalBroker().status()
+    return state.bootstrap if state else KafkaSettings().kafka_bootstrap
+
+
+def _kafka(args: argparse.Namespace) -> KafkaSettings:
+    return KafkaSettings(kafka_bootstrap=_bootstrap(args))
+
+
+# -- broker ---------------------------------------------------------------------------
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    broker = LocalBroker(Path(args.home) if args.home else None)
+    if args.action == "start":
+        state = broker.start(port=args.port)
+        print(f"kafka running at {state.bootstrap} (pid {state.pid}, home {state.home})")
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        state = broker.status()
+        if state is None:
+            print("not running")
+            return 1
+        print(f"running at {state.bootstrap} (pid {state.pid}, home {state.home})")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pipeline.topics import create_topics
+
+    names = args.topic or [
+        DEFAULT_FRAMES_TOPIC,
+        DEFAULT_TRANSACTIONS_TOPIC,
+        DEFAULT_RESULTS_TOPIC,
+        DEFAULT_DEAD_LETTER_TOPIC,
+    ]
+    created = asyncio.run(create_topics(_kafka(args), names, args.partitions, args.replication))
+    for name in names:
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per WorkerSettings field, so config is declared once."""
+    for name, field in WorkerSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "STREAMINFER_" + name.upper()
+        parser.add_argument(flag, dest=f"setting_{name}", help=f"{field.description or ''} [env {env}]")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.app import run_worker
+
+    overrides = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    if "kafka_bootstrap" not in overrides:
+        overrides["kafka_bootstrap"] = _bootstrap(args)
+    settings = WorkerSettings(**overrides)
+    stats = asyncio.run(run_worker(settings))
+    print(json.dumps({"worker_id": settings.worker_id, **stats.as_dict()}), flush=True)
+    return 0
+
+
+# -- producers and results ------------------------------------------------------------
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from producers.publisher import publish
+    from schemas.codec import JSON, MSGPACK
+
+    content_type = JSON if args.json else MSGPACK
+    if args.kind == "video":
+        from producers.video_source import iter_video_frames
+        from schemas.models import FrameEncoding
+
+        events = iter_video_frames(
+            args.source,
+            stream_id=args.stream_id,
+            count=args.count,
+            encoding=FrameEncoding(args.encoding),
+            width=args.width,
+            height=args.height,
+        )
+        topic, rate, label = args.topic or DEFAULT_FRAMES_TOPIC, args.fps, "frames"
+    else:
+        from producers.transaction_source import iter_file_transactions, iter_synthetic_transactions
+
+        if args.source == "synthetic":
+            events = iter_synthetic_transactions(args.count, seed=args.seed)
+        else:
+            events = _take(iter_file_transactions(args.source), args.count)
+        topic, rate, label = args.topic or DEFAULT_TRANSACTIONS_TOPIC, args.rate, "transactions"
+    report = asyncio.run(
+        publish(
+            events,
+            bootstrap=_bootstrap(args),
+            topic=topic,
+            rate_per_s=rate or None,
+            content_type=content_type,
+            label=label,
+        )
+    )
+    print(f"published {report.count} {label} to {topic} in {report.seconds:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _take(it, count):  # type: ignore[no-untyped-def]
+    for i, item in enumerate(it):
+        if count is not None and i >= count:
+            return
+        yield item
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from consumers.results_reader import read_dead_letters, read_results
+
+    async def go() -> int:
+        n = 0
+        if args.dead_letters:
+            stream = read_dead_letters(
+                bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_DEAD_LETTER_TOPIC,
+                follow=args.follow,
+            )
+            async for dl in stream:
+                print(json.dumps({
+                    "reason": dl.reason, "message": dl.message, "input": dl.input.model_dump(),
+                    "bytes": len(dl.original), "worker_id": dl.worker_id,
+                }), flush=True)
+                n += 1
+                if args.limit and n >= args.limit:
+                    break
+            return n
+        async for result in read_results(
+            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_RESULTS_TOPIC, follow=args.follow
+        ):
+            print(result.model_dump_json() if args.json else _result_line(result), flush=True)
+            n += 1
+            if args.limit and n >= args.limit:
+                break
+        return n
+
+    n = asyncio.run(go())
+    print(f"{n} records", file=sys.stderr)
+    return 0
+
+
+def _result_line(result) -> str:  # type: ignore[no-untyped-def]
+    t = result.timings
+    outputs = result.outputs
+    if "labels" in outputs:
+        top = outputs["labels"][0]
+        summary = f"{top['label']} {top['prob']:.3f}"
+    elif "score" in outputs:
+        summary = f"score={outputs['score']:.4f}"
+    else:
+        summary = json.dumps(outputs)[:80]
+    return (
+        f"{result.kind:<11} {result.event_id:<24} {summary:<28} "
+        f"batch={result.batch_size:<3} latency={t.produced_ms - t.received_ms}ms worker={result.worker_id}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(
+        transactions=args.transactions, frames=args.frames, workers=args.workers,
+        partitions=args.partitions, timeout_s=args.timeout,
+    )
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streaminfer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_bootstrap(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--bootstrap", help="Kafka host:port (default: $STREAMINFER_KAFKA_BOOTSTRAP, "
+                       "else the local broker, else 127.0.0.1:9092)")
+        return p
+
+    p = sub.add_parser("broker", help="run a local single-node KRaft Kafka (needs Java 17+ and Maven)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--home", help="state directory (default: $STREAMINFER_BROKER_HOME or .streaminfer/broker)")
+    p.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create the pipeline's topics")
+    p.add_argument("action", choices=["create"])
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--replication", type=int, default=1)
+    p.add_argument("--topic", action="append", help="topic name (repeatable; default: all four)")
+    with_bootstrap(p).set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("worker", help="consume, batch, infer, produce results")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_worker)
+
+    produce = sub.add_parser("produce", help="publish frames or transactions")
+    psub = produce.add_subparsers(dest="kind", required=True)
+    p = psub.add_parser("video", help="frames from a video file, a camera index, or 'synthetic'")
+    p.add_argument("--source", default="synthetic")
+    p.add_argument("--stream-id", default="camera-1")
+    p.add_argument("--fps", type=float, default=0, help="publish rate (0: as fast as possible)")
+    p.add_argument("--count", type=int, default=None)
+    p.add_argument("--encoding", choices=["jpeg", "png", "raw"], default="jpeg")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--topic")
+    p.add_argument("--json", action="store_true", help="publish JSON instead of msgpack")
+    with_bootstrap(p).set_defaults(func=cmd_produce)
+    p = psub.add_parser("transactions", help="synthetic transactions, or replay a CSV/JSONL file")
+    p.add_argument("--source", default="synthetic", help="'synthetic' or a .csv/.jsonl path")
+    p.add_argument("--count", type=int, default=None)
+    p.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--topic")
+    p.add_argument("--json", action="store_true", help="publish JSON instead of msgpack")
+    with_bootstrap(p).set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("results", help="read the results (or dead-letter) topic")
+    p.add_argument("--follow", "-f", action="store_true", help="keep reading new records")
+    p.add_argument("--json", action="store_true", help="one JSON result per line")
+    p.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--topic")
+    with_bootstrap(p).set_defaults(func=cmd_results)
+
+    p = sub.add_parser("demo", help="local broker + topics + workers + producers, then a summary")
+    p.add_argument("--transactions", type=int, default=2000)
+    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=180.0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    try:
+        return int(args.func(args))
+    except (BrokerError, ModelError, ValidationError) as exc:
+        print(f"streaminfer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.batcher import Batcher, CloseReason
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def advance_ms(self, ms: float) -> float:
+        self.now += ms / 1000
+        return self.now
+
+
+def test_window_closes_when_it_reaches_max_batch_size() -> None:
+    b: Batcher[int] = Batcher(max_batch_size=3, max_batch_bytes=10**9, max_wait_ms=1000)
+    assert b.add(1, 1, 0.0) == []
+    assert b.add(2, 1, 0.001) == []
+    [batch] = b.add(3, 1, 0.002)
+    assert batch.items == (1, 2, 3)
+    assert batch.reason is CloseReason.SIZE
+    assert len(b) == 0 and b.deadline() is None
+
+
+def test_window_closes_max_wait_after_its_first_item() -> None:
+    clock = FakeClock()
+    b: Batcher[str] = Batcher(max_batch_size=100, max_batch_bytes=10**9, max_wait_ms=50)
+    b.add("a", 1, clock.now)
+    assert b.deadline() == pytest.approx(clock.now + 0.050)
+    assert b.poll(clock.advance_ms(49)) is None
+    batch = b.poll(clock.advance_ms(1))
+    assert batch is not None and batch.items == ("a",)
+    assert batch.reason is CloseReason.TIME
+
+
+def test_trickle_input_still_closes_by_time_not_only_by_size() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(max_batch_size=1000, max_batch_bytes=10**9, max_wait_ms=100)
+    closed = []
+    for i in range(20):  # one item every max_wait_ms/2
+        closed += b.add(i, 1, clock.now)
+        if (batch := b.poll(clock.now)) is not None:
+            closed.append(batch)
+        clock.advance_ms(50)
+    assert closed, "a steady trickle must not keep the window open forever"
+    assert all(batch.reason is CloseReason.TIME for batch in closed)
+    assert all(batch.closed_at - batch.opened_at <= 0.100 + 1e-9 for batch in closed)
+    flat = [x for batch in closed for x in batch.items]
+    assert flat == list(range(len(flat)))  # nothing lost or reordered
+
+
+def test_expired_window_is_closed_before_a_late_item_opens_the_next() -> None:
+    b: Batcher[int] = Batcher(max_batch_size=10, max_batch_bytes=10**9, max_wait_ms=10)
+    b.add(1, 1, 0.0)
+    [expired] = b.add(2, 1, 0.5)
+    assert expired.items == (1,) and expired.reason is CloseReason.TIME
+    assert len(b) == 1 and b.deadline() == pytest.approx(0.51)
+
+
+def test_window_closes_when_bytes_reach_max_batch_bytes() -> None:
+    b: Batcher[str] = Batcher(max_batch_size=100, max_batch_bytes=1000, max_wait_ms=1000)
+    assert b.add("a", 400, 0.0) == []
+    assert b.add("b", 400, 0.0) == []
+    [batch] = b.add("c", 400, 0.0)
+    assert batch.reason is CloseReason.BYTES
+    assert batch.nbytes == 1200 and batch.items == ("a", "b", "c")
+
+
+def test_drain_of_an_empty_batcher_returns_nothing() -> None:
+    b: Batcher[int] = Batcher(max_batch_size=4, max_batch_bytes=100, max_wait_ms=10)
+    assert b.drain(0.0) is None
+    assert b.poll(10.0) is None
+
+
+def test_drain_returns_the_partial_window() -> None:
+    b: Batcher[int] = Batcher(max_batch_size=4, max_batch_bytes=100, max_wait_ms=10)
+    b.add(7, 1, 0.0)
+    batch = b.drain(0.001)
+    assert batch is not None and batch.items == (7,) and batch.reason is CloseReason.FLUSH
+    assert b.drain(0.002) is None
+
+
+def test_invalid_limits_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Batcher(max_batch_size=0, max_batch_bytes=1, max_wait_ms=1)

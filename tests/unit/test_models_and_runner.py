@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models import FrameCNN, ModelError, TransactionMLP, load_model
+from pipeline.models.transactions import FEATURE_DIM, transaction_features
+from pipeline.runner import Runner
+from schemas import Frame, FrameEncoding, Reason, Transaction
+from schemas.images import encode_image
+
+CPU = torch.device("cpu")
+
+
+def frame(seq: int, data: bytes | None = None) -> Frame:
+    img = np.full((40, 50, 3), seq * 20 % 255, dtype=np.uint8)
+    return Frame(stream_id="s", seq=seq, captured_at_ms=0, encoding=FrameEncoding.JPEG,
+                 width=50, height=40, data=data or encode_image(img, FrameEncoding.JPEG))
+
+
+def tx(i: int, amount: float = 10.0) -> Transaction:
+    return Transaction(id=f"t{i}", account_id="a", timestamp_ms=i * 3_600_000, amount=amount, currency="USD")
+
+
+def test_frame_cnn_gives_top_k_probabilities_per_frame() -> None:
+    model = FrameCNN(input_size=64, classes=10, k=3)
+    batch = torch.stack([model.preprocess(frame(i)) for i in range(5)])
+    assert batch.shape == (5, 3, 64, 64)
+    out = model.forward(batch)
+    assert out.shape == (5, 10)
+    rows = model.postprocess(out)
+    assert len(rows) == 5
+    for row in rows:
+        probs = [entry["prob"] for entry in row["labels"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        assert 0 < sum(probs) <= 1.0 + 1e-6
+
+
+def test_transaction_mlp_scores_each_transaction_in_unit_interval() -> None:
+    model = TransactionMLP()
+    batch = torch.stack([model.preprocess(tx(i, amount=i * 100.0)) for i in range(7)])
+    assert batch.shape == (7, FEATURE_DIM)
+    rows = model.postprocess(model.forward(batch))
+    assert len(rows) == 7 and all(0.0 < r["score"] < 1.0 for r in rows)
+    assert len({r["score"] for r in rows}) > 1
+
+
+def test_transaction_features_pad_and_truncate_user_features() -> None:
+    short = tx(1).model_copy(update={"features": [1.0]})
+    long = tx(1).model_copy(update={"features": [1.0] * 50})
+    assert len(transaction_features(short)) == len(transaction_features(long)) == FEATURE_DIM
+
+
+def test_batching_does_not_change_a_result() -> None:
+    runner = Runner({"frame": FrameCNN(), "transaction": TransactionMLP()}, CPU)
+    items: list[Frame | Transaction] = [frame(0), tx(1), frame(2), tx(3, 999.0), frame(4)]
+    together = runner.run_sync(items)
+    alone = [runner.run_sync([item])[0] for item in items]
+    for a, b in zip(together, alone, strict=True):
+        assert a.error is None and b.error is None and a.outputs is not None and b.outputs is not None
+        if "score" in a.outputs:
+            assert a.outputs["score"] == pytest.approx(b.outputs["score"], abs=1e-6)
+        else:
+            assert a.outputs["labels"][0]["label"] == b.outputs["labels"][0]["label"]
+            assert a.outputs["labels"][0]["prob"] == pytest.approx(b.outputs["labels"][0]["prob"], abs=1e-5)
+
+
+def test_runner_keeps_input_order_across_kinds_and_rejects_bad_items_alone() -> None:
+    runner = Runner({"frame": FrameCNN(), "transaction": TransactionMLP()}, CPU)
+    jpeg = frame(0).data
+    corrupt = frame(1, data=jpeg[:120])  # header passes, pixels do not decode
+    outcomes = runner.run_sync([tx(0), corrupt, frame(2), tx(3)])
+    assert [o.error is None for o in outcomes] == [True, False, True, True]
+    assert outcomes[1].error is not None and outcomes[1].error.reason is Reason.BAD_IMAGE
+    assert "score" in outcomes[0].outputs and "labels" in outcomes[2].outputs  # type: ignore[operator]
+
+
+def test_items_without_a_model_for_their_kind_get_a_clear_error() -> None:
+    runner = Runner({"transaction": TransactionMLP()}, CPU)
+    [outcome] = runner.run_sync([frame(0)])
+    assert outcome.error is not None and outcome.error.reason is Reason.NO_MODEL_FOR_KIND
+
+
+class _WrongCount(TransactionMLP):
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
+        return list(super().postprocess(output))[:-1]
+
+
+class _Explodes(TransactionMLP):
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_model_returning_the_wrong_number_of_outputs_fails_every_item_with_its_name() -> None:
+    outcomes = Runner({"transaction": _WrongCount()}, CPU).run_sync([tx(i) for i in range(4)])
+    assert len(outcomes) == 4
+    for o in outcomes:
+        assert o.error is not None and o.error.reason is Reason.MODEL_OUTPUT_MISMATCH
+        assert "txn-mlp" in o.error.message and "3 results for a batch of 4" in o.error.message
+
+
+def test_model_exception_becomes_one_error_per_item() -> None:
+    outcomes = Runner({"transaction": _Explodes()}, CPU).run_sync([tx(i) for i in range(3)])
+    assert [o.error.reason for o in outcomes if o.error] == [Reason.MODEL_FAILED] * 3
+    assert "simulated" in outcomes[0].error.message  # type: ignore[union-attr]
+
+
+def test_async_run_uses_the_model_thread_and_matches_sync() -> None:
+    runner = Runner({"transaction": TransactionMLP()}, CPU)
+    runner.start()
+    try:
+        got = asyncio.run(runner.run([tx(1), tx(2)]))
+    finally:
+        runner.stop()
+    assert [o.outputs for o in got] == [o.outputs for o in runner.run_sync([tx(1), tx(2)])]
+
+
+def test_torchscript_model_loads_and_runs(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in new torch
+        scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(FEATURE_DIM, 2)))
+    path = tmp_path / "scorer.pt"
+    scripted.save(str(path))
+    model = load_model(f"torchscript:{path}", "transaction")
+    assert model is not None and model.name == "scorer"
+    [outcome] = Runner({"transaction": model}, CPU).run_sync([tx(1)])
+    assert outcome.outputs is not None and len(outcome.outputs["outputs"]) == 2
+
+
+def test_torch_export_program_loads_and_runs(tmp_path: Path) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(FEATURE_DIM, 1)).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(module, (torch.zeros(2, FEATURE_DIM),), dynamic_shapes=({0: batch},))
+    path = tmp_path / "scorer.pt2"
+    torch.export.save(program, str(path))
+    model = load_model(f"export:{path}", "transaction")
+    assert model is not None
+    outcomes = Runner({"transaction": model}, CPU).run_sync([tx(1), tx(2), tx(3)])
+    expected = module(torch.stack([model.preprocess(tx(i)) for i in (1, 2, 3)]))
+    assert [o.outputs["outputs"][0] for o in outcomes] == pytest.approx(expected[:, 0].tolist(), abs=1e-6)  # type: ignore[index]
+
+
+def test_malformed_model_file_fails_at_load_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a torchscript archive")
+    with pytest.raises(ModelError, match="broken.pt"):
+        load_model(f"torchscript:{path}", "frame")
+
+
+def test_bad_model_specs_are_refused() -> None:
+    with pytest.raises(ModelError, match="unknown built-in"):
+        load_model("builtin:nope", "frame")
+    with pytest.raises(ModelError, match="configured for"):
+        load_model("builtin:txn-mlp", "frame")
+    assert load_model("none", "frame") is None
