@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.config import KafkaSettings
+from pipeline.topics import create_topics
+from tests.integration.kafka_fixture import kafka_for_tests
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with kafka_for_tests(tmp_path_factory.mktemp("kafka")) as bootstrap:
+        yield bootstrap
+
+
+class Topics:
+    """Fresh uuid-named topics for one test."""
+
+    def __init__(self, bootstrap: str, partitions: int) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.inputs = f"in-{suffix}"
+        self.results = f"results-{suffix}"
+        self.dead_letters = f"dlq-{suffix}"
+        self.group = f"group-{suffix}"
+        asyncio.run(create_topics(
+            KafkaSettings(kafka_bootstrap=bootstrap),
+            [self.inputs, self.results, self.dead_letters],
+            partitions,
+        ))
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "STREAMINFER_KAFKA_BOOTSTRAP": self.bootstrap,
+            "STREAMINFER_INPUT_TOPICS": self.inputs,
+            "STREAMINFER_RESULTS_TOPIC": self.results,
+            "STREAMINFER_DEAD_LETTER_TOPIC": self.dead_letters,
+            "STREAMINFER_GROUP_ID": self.group,
+            "STREAMINFER_TORCH_THREADS": "1",
+        }
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    return Topics(kafka_bootstrap, partitions=4)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from consumers.results_reader import read_dead_letters, read_results
+from schemas import DeadLetter, Result
+
+T = TypeVar("T")
+
+
+async def _collect(stream: AsyncIterator[T], count: int, timeout_s: float) -> list[T]:
+    got: list[T] = []
+    deadline = time.monotonic() + timeout_s
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                got.append(await asyncio.wait_for(anext(stream), remaining))
+            except (StopAsyncIteration, TimeoutError):
+                break
+    return got
+
+
+def collect_results(bootstrap: str, topic: str, count: int, timeout_s: float = 120) -> list[Result]:
+    """Read the results topic from the start until ``count`` arrive (or the timeout)."""
+    return asyncio.run(_collect(read_results(bootstrap=bootstrap, topic=topic, follow=True), count, timeout_s))
+
+
+def collect_dead_letters(bootstrap: str, topic: str, count: int, timeout_s: float = 60) -> list[DeadLetter]:
+    return asyncio.run(
+        _collect(read_dead_letters(bootstrap=bootstrap, topic=topic, follow=True), count, timeout_s)
+    )
