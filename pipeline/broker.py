@@ -159,6 +159,7 @@ class LocalBroker:
     def __init__(self, home: Path | None = None, cache_dir: Path | None = None) -> None:
         self.home = (home or default_home()).resolve()
         self.cache_dir = cache_dir
+        self._proc: subprocess.Popen[bytes] | None = None  # kept so it is reaped, not leaked
 
     @property
     def _state_file(self) -> Path:
@@ -210,6 +211,7 @@ class LocalBroker:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._proc = proc
         state = BrokerState(proc.pid, port, controller_port, str(self.home))
         self._state_file.write_text(json.dumps(state.__dict__))
         deadline = time.monotonic() + timeout_s
@@ -238,6 +240,9 @@ class LocalBroker:
             os.kill(state.pid, signal.SIGKILL)
             _reap(state.pid)
         self._state_file.unlink(missing_ok=True)
+        if self._proc is not None and self._proc.pid == state.pid:
+            self._proc.wait()
+            self._proc = None
         return True
 
     def _tail(self, lines: int = 30) -> str:

@@ -29,6 +29,7 @@ class Topics:
     def __init__(self, bootstrap: str, partitions: int) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.bootstrap = bootstrap
+        self.partitions = partitions
         self.inputs = f"in-{suffix}"
         self.results = f"results-{suffix}"
         self.dead_letters = f"dlq-{suffix}"

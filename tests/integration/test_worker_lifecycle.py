@@ -18,7 +18,7 @@ async def committed_and_end(topics: Topics) -> tuple[dict[int, int | None], dict
     consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap, group_id=topics.group, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topics.inputs, p) for p in sorted(await consumer.partitions_for_topic(topics.inputs) or [])]
+        tps = [TopicPartition(topics.inputs, p) for p in range(topics.partitions)]
         committed = {tp.partition: await consumer.committed(tp) for tp in tps}
         ends = {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
         return committed, ends

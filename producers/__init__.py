@@ -1,0 +1,1 @@
+"""Result and dead-letter sinks, and the publishers for video and transactions."""
