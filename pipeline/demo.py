@@ -28,11 +28,14 @@ from pipeline.config import (
     DEFAULT_RESULTS_TOPIC,
     DEFAULT_TRANSACTIONS_TOPIC,
     KafkaSettings,
+    WorkerSettings,
 )
-from pipeline.topics import create_topics
+from pipeline.topics import create_topics, wait_for_group
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from producers.video_source import iter_video_frames
+
+GROUP = WorkerSettings.model_fields["group_id"].default
 
 MALFORMED = [
     (b"\x00\x01not msgpack at all\xff", "application/msgpack"),
@@ -61,9 +64,11 @@ def run_demo(transactions: int, frames: int, workers: int, partitions: int, time
         for i in range(workers):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "worker", "--worker-id", f"demo-worker-{i + 1}",
-                 "--torch-threads", "1"],
+                 "--group-id", GROUP, "--torch-threads", "1"],
                 env=env,
             ))
+        print(f"waiting for {workers} workers to join the group...", flush=True)
+        asyncio.run(wait_for_group(KafkaSettings(kafka_bootstrap=bootstrap), GROUP, workers, timeout_s=120))
         summary = asyncio.run(_drive(bootstrap, transactions, frames, timeout_s))
     finally:
         codes = _stop_all(procs)

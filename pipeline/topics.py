@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -27,3 +29,33 @@ async def create_topics(
         return wanted
     finally:
         await admin.close()
+
+
+async def group_members(settings: KafkaSettings, group_id: str) -> tuple[str, int]:
+    """(state, member count) of a consumer group, e.g. ("Stable", 2)."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group_id])
+        group = response.groups[0]
+        # DescribeGroups v0+: (error_code, group_id, state, protocol_type, protocol, members, ...)
+        return str(group[2]), len(group[5])
+    finally:
+        await admin.close()
+
+
+async def wait_for_group(
+    settings: KafkaSettings, group_id: str, members: int, timeout_s: float = 60.0
+) -> None:
+    """Wait until the group is stable with ``members`` members (all workers hold partitions)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    state, count = "", 0
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            state, count = await group_members(settings, group_id)
+        except Exception:  # coordinator still loading: ask again
+            state, count = "unknown", 0
+        if state == "Stable" and count >= members:
+            return
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"group {group_id!r} is {state} with {count} members, wanted {members}")
