@@ -1,4 +1,8 @@
-"""Read the results or dead-letter topic, outside any consumer group."""
+"""Read the results or dead-letter topic, outside any consumer group.
+
+No group means no committed offsets and no rebalances: reading results for a look or a
+test never moves anyone's position and never waits for a group to form.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from schemas.codec import dead_letter_from_record, decode_result
 from schemas.models import DeadLetter, Result
 
 T = TypeVar("T")
-Decode = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], T]
+RecordHeaders = Sequence[tuple[str, bytes]]
+Decode = Callable[[bytes | None, bytes | None, RecordHeaders], T]
+
+POLL_MS = 200
+TOPIC_WAIT_S = 10.0
 
 
 async def _read(
@@ -25,7 +33,13 @@ async def _read(
     idle_timeout_s: float,
     from_beginning: bool,
 ) -> AsyncIterator[T]:
-    """Without ``follow``: stop at the end offsets seen at start, or after an idle spell."""
+    """Without ``follow``: stop at the end offsets seen at start, or after an idle spell.
+
+    The end offsets are taken once, at the start, so a topic that keeps growing still
+    gives a finite read. Read-committed end offsets can sit past the last record (a
+    transaction marker takes an offset), so completion is judged by the consumer's
+    position, which moves past markers, not by the offset of the last record seen.
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -33,61 +47,86 @@ async def _read(
         auto_offset_reset="earliest" if from_beginning else "latest",
         isolation_level="read_committed",
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = await _partitions(consumer, topic)
         consumer.assign(partitions)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            await consumer.seek_to_end(*partitions)
         ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > await consumer.position(tp)}
+        remaining = await _unfinished(consumer, partitions, ends)
         last_record = time.monotonic()
         while follow or remaining:
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
+            batches = await consumer.getmany(timeout_ms=POLL_MS)
+            for records in batches.values():
                 for r in records:
                     yield decode(r.value, r.key, tuple(r.headers or ()))
-                    if r.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
             if batches:
                 last_record = time.monotonic()
             elif not follow and time.monotonic() - last_record > idle_timeout_s:
                 return
+            if not follow:
+                remaining = await _unfinished(consumer, remaining, ends)
     finally:
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10) -> list[TopicPartition]:
+async def _unfinished(
+    consumer: AIOKafkaConsumer,
+    partitions: Sequence[TopicPartition],
+    ends: dict[TopicPartition, int],
+) -> list[TopicPartition]:
+    return [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+
+
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, timeout_s: float = TOPIC_WAIT_S
+) -> list[TopicPartition]:
+    """All partitions of ``topic``, waiting briefly for metadata of a just-created topic."""
     deadline = time.monotonic() + timeout_s
     while True:
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return [TopicPartition(topic, p) for p in sorted(parts)]
         if time.monotonic() > deadline:
-            raise ValueError(f"topic {topic!r} does not exist")
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+            raise ValueError(f"topic {topic!r} does not exist on the broker")
+        # a group-less consumer never asks for the topic's metadata itself, and aiokafka
+        # has no public call that refreshes the cached cluster view
+        await consumer._client.force_metadata_update()  # noqa: SLF001
         await asyncio.sleep(0.1)
 
 
 def read_results(
-    *, bootstrap: str, topic: str, follow: bool = False, idle_timeout_s: float = 5.0,
+    *,
+    bootstrap: str,
+    topic: str,
+    follow: bool = False,
+    idle_timeout_s: float = 5.0,
     from_beginning: bool = True,
 ) -> AsyncIterator[Result]:
+    """Results as they are on the topic; close with ``contextlib.aclosing`` when leaving early."""
     return _read(
         lambda value, _key, headers: decode_result(value or b"", headers),
-        bootstrap=bootstrap, topic=topic, follow=follow, idle_timeout_s=idle_timeout_s,
+        bootstrap=bootstrap,
+        topic=topic,
+        follow=follow,
+        idle_timeout_s=idle_timeout_s,
         from_beginning=from_beginning,
     )
 
 
 def read_dead_letters(
-    *, bootstrap: str, topic: str, follow: bool = False, idle_timeout_s: float = 5.0,
+    *,
+    bootstrap: str,
+    topic: str,
+    follow: bool = False,
+    idle_timeout_s: float = 5.0,
     from_beginning: bool = True,
 ) -> AsyncIterator[DeadLetter]:
+    """Dead letters, rebuilt from the original bytes and the reason headers."""
     return _read(
         dead_letter_from_record,
-        bootstrap=bootstrap, topic=topic, follow=follow, idle_timeout_s=idle_timeout_s,
+        bootstrap=bootstrap,
+        topic=topic,
+        follow=follow,
+        idle_timeout_s=idle_timeout_s,
         from_beginning=from_beginning,
     )

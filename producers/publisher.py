@@ -1,19 +1,28 @@
-"""Publish frames or transactions to Kafka, keyed by stream/account, paced if asked."""
+"""Publish frames or transactions to Kafka, keyed by stream/account, paced if asked.
+
+Keys are the stream or account id so every event of one stream lands on one partition
+and workers see it in order.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TextIO
 
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import MSGPACK, content_type_headers, encode
 from schemas.models import Frame, Transaction
 
-_MAX_IN_FLIGHT = 1000
+# Bounds memory and the number of unacknowledged messages lost to a crash, while still
+# letting the producer batch freely.
+MAX_IN_FLIGHT = 1000
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+PROGRESS_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -23,29 +32,57 @@ class PublishReport:
 
     @property
     def rate_per_s(self) -> float:
-        return self.count / self.seconds if self.seconds > 0 else float("inf")
+        """0.0 when no time was measured, so the report always formats and serialises."""
+        return self.count / self.seconds if self.seconds > 0 else 0.0
 
 
 def pacing_delay_s(sent: int, started_at: float, now: float, rate_per_s: float | None) -> float:
-    """How long to wait before message number ``sent`` (0-based) keeps to ``rate_per_s``."""
-    if not rate_per_s:
+    """Seconds to wait before sending message number ``sent`` (0-based).
+
+    Scheduling against the start time, not the previous send, means a slow send or a
+    late wake-up is caught up instead of accumulating as drift.
+    """
+    if rate_per_s is None:
         return 0.0
+    if not rate_per_s > 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
     return max(0.0, started_at + sent / rate_per_s - now)
 
 
+def progress_line(label: str, sent: int, elapsed_s: float) -> str:
+    rate = sent / elapsed_s if elapsed_s > 0 else 0.0
+    return f"\r{label}: {sent} sent ({rate:.0f}/s)"
+
+
 class _Progress:
-    def __init__(self, label: str, enabled: bool) -> None:
+    """One self-overwriting stderr line, redrawn at most every PROGRESS_INTERVAL_S."""
+
+    def __init__(
+        self,
+        label: str,
+        enabled: bool,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = label
         self.enabled = enabled
-        self._last = 0.0
+        # looked up now, not at import, so a redirected or captured stderr is honoured
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self._last: float | None = None
 
-    def update(self, sent: int, elapsed_s: float, final: bool = False) -> None:
-        if not self.enabled or (not final and time.monotonic() - self._last < 0.2):
+    def update(self, sent: int, elapsed_s: float) -> None:
+        now = self.clock()
+        if not self.enabled or (self._last is not None and now - self._last < PROGRESS_INTERVAL_S):
             return
-        self._last = time.monotonic()
-        rate = sent / elapsed_s if elapsed_s > 0 else 0.0
-        sys.stderr.write(f"\r{self.label}: {sent} sent ({rate:.0f}/s)" + ("\n" if final else ""))
-        sys.stderr.flush()
+        self._last = now
+        self.stream.write(progress_line(self.label, sent, elapsed_s))
+        self.stream.flush()
+
+    def finish(self, sent: int, elapsed_s: float) -> None:
+        if self.enabled:
+            self.stream.write(progress_line(self.label, sent, elapsed_s) + "\n")
+            self.stream.flush()
 
 
 async def publish(
@@ -58,35 +95,56 @@ async def publish(
     progress: bool | None = None,
     label: str = "events",
 ) -> PublishReport:
-    """Send every event and wait until the broker acknowledged all of them."""
+    """Send every event and return only once the broker acknowledged all of them.
+
+    Idempotence with ``acks="all"`` keeps retries from duplicating or reordering events
+    within a key. Progress defaults to on for a terminal and off for logs and pipes.
+    """
+    if rate_per_s is not None and not rate_per_s > 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
+    show = _Progress(label, sys.stderr.isatty() if progress is None else progress)
+    headers = content_type_headers(content_type)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
-        max_request_size=16 * 1024 * 1024,
+        max_request_size=MAX_REQUEST_BYTES,
+        compression_type=None,
     )
-    show = _Progress(label, sys.stderr.isatty() if progress is None else progress)
-    headers = content_type_headers(content_type)
-    await producer.start()
     started = time.monotonic()
     sent = 0
     try:
-        pending: list[asyncio.Future[object]] = []
+        # inside the try: stop() also cleans up after a start() that failed half-way
+        await producer.start()
+        started = time.monotonic()
+        pending: list[asyncio.Future[Any]] = []
         for event in events:
             if delay := pacing_delay_s(sent, started, time.monotonic(), rate_per_s):
                 await asyncio.sleep(delay)
             pending.append(
-                await producer.send(topic, encode(event, content_type), key=event.key.encode(), headers=headers)
+                await producer.send(
+                    topic, encode(event, content_type), key=event.key.encode(), headers=headers
+                )
             )
             sent += 1
-            if len(pending) >= _MAX_IN_FLIGHT:
-                await asyncio.gather(*pending)
-                pending.clear()
+            if len(pending) >= MAX_IN_FLIGHT:
+                await _acknowledged(pending)
             show.update(sent, time.monotonic() - started)
-        await asyncio.gather(*pending)
+        await _acknowledged(pending)
     finally:
-        await producer.stop()
-    elapsed = time.monotonic() - started
-    show.update(sent, elapsed, final=True)
+        try:
+            await producer.stop()
+        finally:
+            elapsed = time.monotonic() - started
+            show.finish(sent, elapsed)
     return PublishReport(sent, elapsed)
+
+
+async def _acknowledged(pending: list[asyncio.Future[Any]]) -> None:
+    """Await every delivery; all of them, so a failure leaves no exception unretrieved."""
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    pending.clear()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+
+from producers.publisher import PublishReport, _Progress, pacing_delay_s, progress_line
+
+
+def test_no_rate_never_waits() -> None:
+    assert pacing_delay_s(10_000, started_at=100.0, now=100.0, rate_per_s=None) == 0.0
+
+
+def test_first_message_goes_out_immediately() -> None:
+    assert pacing_delay_s(0, started_at=100.0, now=100.0, rate_per_s=10) == 0.0
+
+
+def test_message_n_waits_until_start_plus_n_over_rate() -> None:
+    assert math.isclose(pacing_delay_s(5, started_at=100.0, now=100.1, rate_per_s=10), 0.4)
+    assert math.isclose(pacing_delay_s(30, started_at=100.0, now=100.0, rate_per_s=60), 0.5)
+
+
+def test_a_sender_behind_schedule_does_not_wait_and_does_not_accumulate_drift() -> None:
+    assert pacing_delay_s(5, started_at=100.0, now=103.0, rate_per_s=10) == 0.0
+    # once back on schedule the wait is measured from the start, not from the late send
+    assert math.isclose(pacing_delay_s(40, started_at=100.0, now=103.0, rate_per_s=10), 1.0)
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("nan")])
+def test_a_non_positive_rate_is_an_error_not_a_division(rate: float) -> None:
+    with pytest.raises(ValueError, match="rate_per_s"):
+        pacing_delay_s(1, started_at=0.0, now=0.0, rate_per_s=rate)
+
+
+def test_report_rate_is_count_over_seconds_and_zero_when_no_time_passed() -> None:
+    assert PublishReport(count=50, seconds=2.0).rate_per_s == 25.0
+    assert PublishReport(count=0, seconds=0.0).rate_per_s == 0.0
+
+
+def test_progress_line_overwrites_itself_and_shows_the_rate() -> None:
+    assert progress_line("frames", 120, 4.0) == "\rframes: 120 sent (30/s)"
+
+
+def test_progress_is_throttled_and_ends_with_one_newline() -> None:
+    out = io.StringIO()
+    now = [0.0]
+    progress = _Progress("tx", enabled=True, stream=out, clock=lambda: now[0])
+    for n in range(1, 101):  # one second of updates, 10 ms apart
+        now[0] = n / 100
+        progress.update(n, now[0])
+    progress.finish(100, 1.0)
+
+    lines = out.getvalue().split("\r")[1:]
+    assert 4 <= len(lines) - 1 <= 6  # about five redraws a second, then the final line
+    assert lines[-1] == "tx: 100 sent (100/s)\n"
+    assert out.getvalue().count("\n") == 1
+
+
+def test_disabled_progress_writes_nothing() -> None:
+    out = io.StringIO()
+    progress = _Progress("tx", enabled=False, stream=out)
+    progress.update(1, 1.0)
+    progress.finish(1, 1.0)
+    assert out.getvalue() == ""
