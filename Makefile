@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install test unit integration lint demo broker-start broker-stop clean
+.PHONY: help install test unit integration lint demo bench broker-start broker-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ lint: install  ## ruff
 
 demo: install  ## local broker + topics + 2 workers + both producers, then a summary
 	$(PY) -m pipeline demo
+
+bench: install  ## pipeline vs model-alone throughput (local broker), JSON in bench-results/
+	$(PY) -m pipeline broker start
+	$(PY) -m pipeline bench
 
 broker-start: install  ## start the local KRaft broker
 	$(PY) -m pipeline broker start

@@ -210,6 +210,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import run_bench
+
+    run_bench(_bootstrap(args), Path(args.out), args.frames, args.transactions, args.batch_size, args.max_wait_ms)
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -269,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--topic")
     with_bootstrap(p).set_defaults(func=cmd_results)
+
+    p = sub.add_parser("bench", help="pipeline throughput next to the model alone; writes JSON")
+    p.add_argument("--frames", type=int, default=600)
+    p.add_argument("--transactions", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=int, default=20)
+    p.add_argument("--out", default="bench-results/bench.json")
+    with_bootstrap(p).set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="local broker + topics + workers + producers, then a summary")
     p.add_argument("--transactions", type=int, default=2000)

@@ -61,6 +61,9 @@ class WorkerSettings(KafkaSettings):
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_wait_ms: int = Field(20, ge=0, le=60_000)
     queued_batches: int = Field(2, ge=1, le=64, description="closed batches waiting for the model")
+    commit_interval_ms: int = Field(
+        200, ge=0, le=60_000, description="commit delivered offsets at most this often"
+    )
 
     frame_model: str = Field("builtin:frame-cnn", description="builtin:NAME | torchscript:PATH | none")
     transaction_model: str = Field("builtin:txn-mlp", description="builtin:NAME | torchscript:PATH | none")

@@ -101,8 +101,14 @@ class Worker:
         self._queue: asyncio.Queue[tuple[Batch[WorkItem], int]] = asyncio.Queue(
             settings.queued_batches
         )
+        # batches whose results are sent, waiting for their acks; the model meanwhile runs
+        # the next batch, so broker round trips overlap inference
+        self._deliveries: asyncio.Queue[tuple[list[WorkItem], list[Delivery]]] = asyncio.Queue(
+            settings.queued_batches
+        )
         self._generation = 0
         self._commit_lock = asyncio.Lock()
+        self._last_commit = clock()
         self.stats = WorkerStats()
         self._source: KafkaSource | None = None
         self._results: ResultSink | None = None
@@ -121,10 +127,11 @@ class Worker:
             try:
                 async with asyncio.TaskGroup() as tasks:
                     infer = tasks.create_task(self._infer_loop(), name="infer")
+                    deliver = tasks.create_task(self._delivery_loop(), name="deliver")
                     await self._consume_loop(stop)
-                    await self._flush_window()
-                    await self._queue.join()
+                    await self._finish_in_flight()
                     infer.cancel()
+                    deliver.cancel()
                 await self._commit()
             finally:
                 await self._source.stop()
@@ -162,10 +169,16 @@ class Worker:
                 if generation == self._generation:
                     for record, _ in deliveries:
                         self._offsets.done(record.tp, record.offset)
-                await self._commit()
+            await self._commit(force=False)
 
     async def _enqueue(self, batch: Batch[WorkItem]) -> None:
         await self._queue.put((batch, wall_ms()))
+
+    async def _finish_in_flight(self) -> None:
+        """Close the open window and wait until everything consumed so far is delivered."""
+        await self._flush_window()
+        await self._queue.join()
+        await self._deliveries.join()
 
     async def _flush_window(self) -> None:
         if (batch := self._batcher.flush(self._clock())) is not None:
@@ -232,19 +245,31 @@ class Worker:
             )
             deliveries.append(await self._results.send(result, rec.key))
             self.stats.results += 1
-        # a failed delivery raises here and stops the worker before anything is committed
-        await asyncio.gather(*deliveries)
-        self.stats.batches += 1
-        if all(it.generation == self._generation for it in live):
-            for item in live:
-                self._offsets.done(item.record.tp, item.record.offset)
-        await self._commit()
+        await self._deliveries.put((live, deliveries))
+
+    async def _delivery_loop(self) -> None:
+        while True:
+            items, deliveries = await self._deliveries.get()
+            try:
+                # a failed delivery raises here and stops the worker before it is committed
+                await asyncio.gather(*deliveries)
+                self.stats.batches += 1
+                if all(it.generation == self._generation for it in items):
+                    for item in items:
+                        self._offsets.done(item.record.tp, item.record.offset)
+                await self._commit(force=False)
+            finally:
+                self._deliveries.task_done()
 
     # -- offsets and rebalancing ----------------------------------------------------
 
-    async def _commit(self) -> None:
+    async def _commit(self, force: bool = True) -> None:
+        """Commit delivered offsets; unforced commits happen at most every commit_interval_ms."""
         assert self._source is not None
+        if not force and self._clock() - self._last_commit < self.settings.commit_interval_ms / 1000:
+            return
         async with self._commit_lock:
+            self._last_commit = self._clock()
             offsets = self._offsets.committable()
             if not offsets:
                 return
@@ -258,8 +283,7 @@ class Worker:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("worker %s: partitions revoked: %s", self.settings.worker_id, _names(revoked))
-        await self._flush_window()
-        await self._queue.join()
+        await self._finish_in_flight()
         await self._commit()
         self._generation += 1
         self._offsets.forget(revoked)

@@ -1,4 +1,4 @@
-"""Workers joining and leaving mid-stream: nothing lost, nothing duplicated."""
+"""Workers joining and leaving while input flows: nothing lost, nothing duplicated."""
 
 from __future__ import annotations
 
@@ -13,32 +13,43 @@ from tests.integration.conftest import Topics
 from tests.integration.helpers import collect_results
 from tests.integration.workers import WorkerProcess, wait_until
 
-N = 3000
+PHASE = 800
+
+
+def _publish_in_background(topics: Topics, seed: int, rate_per_s: float | None) -> threading.Thread:
+    thread = threading.Thread(target=lambda: asyncio.run(publish(
+        iter_synthetic_transactions(PHASE, seed=seed), bootstrap=topics.bootstrap, topic=topics.inputs,
+        rate_per_s=rate_per_s,
+    )))
+    thread.start()
+    return thread
 
 
 def test_scaling_up_and_down_mid_stream_loses_and_duplicates_nothing(topics: Topics, tmp_path: Path) -> None:
     env = topics.worker_env() | {"STREAMINFER_MAX_BATCH_SIZE": "8"}
     first = WorkerProcess("first", env, tmp_path)
     workers = [first]
-    wait_until(lambda: len(first.assigned()) == 4, 60, "the first worker to join", workers)
-
-    publisher = threading.Thread(target=lambda: asyncio.run(publish(
-        iter_synthetic_transactions(N, seed=21), bootstrap=topics.bootstrap, topic=topics.inputs, rate_per_s=100,
-    )))
-    publisher.start()
-    codes = {}
+    codes: dict[str, int] = {}
+    threads: list[threading.Thread] = []
     try:
-        second = WorkerProcess("second", env, tmp_path)  # joins while input flows: a rebalance
+        wait_until(lambda: len(first.assigned()) == 4, 60, "the first worker to join", workers)
+        threads.append(_publish_in_background(topics, 1, rate_per_s=300))
+        second = WorkerProcess("second", env, tmp_path)  # joins while input flows
         workers.append(second)
         wait_until(lambda: len(second.assigned()) == 2, 60, "the second worker to take partitions", workers)
-        third = WorkerProcess("third", env, tmp_path)
+        threads.append(_publish_in_background(topics, 2, rate_per_s=300))
+        third = WorkerProcess("third", env, tmp_path)  # another rebalance while input flows
         workers.append(third)
         wait_until(lambda: len(third.assigned()) >= 1, 60, "the third worker to take partitions", workers)
-        codes["second"] = second.stop()  # leaves mid-stream: another rebalance
-        publisher.join(timeout=60)
-        results = collect_results(topics.bootstrap, topics.results, N + 1, timeout_s=30)
+        codes["second"] = second.stop()  # leaves: and another
+        wait_until(lambda: len(third.assigned()) == 2, 60, "the third worker to take over", [first, third])
+        threads.append(_publish_in_background(topics, 3, rate_per_s=None))
+        for t in threads:
+            t.join(timeout=60)
+        results = collect_results(topics.bootstrap, topics.results, 3 * PHASE + 1, timeout_s=30)
     finally:
-        publisher.join(timeout=60)
+        for t in threads:
+            t.join(timeout=60)
         for w in workers:
             codes.setdefault(w.worker_id, w.stop())
     assert set(codes.values()) == {0}, codes
@@ -46,5 +57,5 @@ def test_scaling_up_and_down_mid_stream_loses_and_duplicates_nothing(topics: Top
     ids = Counter(r.event_id for r in results)
     duplicates = {k: v for k, v in ids.items() if v > 1}
     assert not duplicates, f"{len(duplicates)} inputs got more than one result"
-    assert len(ids) == N, f"{N - len(ids)} inputs got no result"
+    assert len(ids) == 3 * PHASE, f"{3 * PHASE - len(ids)} inputs got no result"
     assert {r.worker_id for r in results} == {"first", "second", "third"}

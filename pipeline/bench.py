@@ -1,0 +1,116 @@
+"""``streaminfer bench``: pipeline throughput next to the model's own, in one run.
+
+For each input kind: the runner alone on in-memory batches (decode, preprocess, forward,
+postprocess: what the model can do without Kafka), then the same items through Kafka and
+a worker, then the runner alone again (this machine is noisy; the two model-alone figures
+bracket the pipeline run). Pipeline throughput is taken from the results' own timings:
+items / (last produced - first received). Writes JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import platform
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from consumers.results_reader import read_results
+from pipeline.app import build_worker
+from pipeline.config import KafkaSettings, WorkerSettings
+from pipeline.models import load_model, resolve_device
+from pipeline.runner import Runner
+from pipeline.topics import create_topics, wait_for_group
+from producers.publisher import publish
+from producers.transaction_source import iter_synthetic_transactions
+from producers.video_source import iter_video_frames
+from schemas.models import Frame, Transaction
+
+
+def _items(kind: str, n: int) -> list[Frame | Transaction]:
+    if kind == "frame":
+        return list(iter_video_frames("synthetic", stream_id="bench", count=n))
+    return list(iter_synthetic_transactions(n, seed=1))
+
+
+def model_alone_per_s(runner: Runner, items: list[Frame | Transaction], batch_size: int) -> float:
+    runner.run_sync(items[:batch_size])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(items), batch_size):
+        outcomes = runner.run_sync(items[i : i + batch_size])
+        assert all(o.error is None for o in outcomes)
+    return len(items) / (time.perf_counter() - start)
+
+
+async def pipeline_per_s(bootstrap: str, kind: str, items: list[Frame | Transaction], batch_size: int,
+                         max_wait_ms: int) -> dict[str, Any]:
+    suffix = uuid.uuid4().hex[:8]
+    settings = WorkerSettings(
+        kafka_bootstrap=bootstrap, input_topics=f"bench-in-{suffix}", results_topic=f"bench-out-{suffix}",
+        dead_letter_topic=f"bench-dlq-{suffix}", group_id=f"bench-{suffix}", worker_id="bench",
+        max_batch_size=batch_size, max_wait_ms=max_wait_ms,
+    )
+    await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
+    await publish(items, bootstrap=bootstrap, topic=settings.input_topics[0], progress=False)
+    worker = build_worker(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await wait_for_group(KafkaSettings(kafka_bootstrap=bootstrap), settings.group_id, 1)
+    received, produced, latency = [], [], []
+    stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
+    async with contextlib.aclosing(stream):
+        async for result in stream:
+            received.append(result.timings.received_ms)
+            produced.append(result.timings.produced_ms)
+            latency.append(result.timings.produced_ms - result.timings.received_ms)
+            if len(received) == len(items):
+                break
+    stop.set()
+    await task
+    span_s = max(1, max(produced) - min(received)) / 1000
+    q = statistics.quantiles(latency, n=100, method="inclusive")
+    return {"per_s": len(items) / span_s, "latency_ms_p50": q[49], "latency_ms_p99": q[98]}
+
+
+def run_bench(bootstrap: str, out: Path, frames: int, transactions: int, batch_size: int, max_wait_ms: int) -> dict[str, Any]:
+    device = resolve_device("auto")
+    report: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+                    "torch_threads": torch.get_num_threads()},
+        "batch_size": batch_size, "max_wait_ms": max_wait_ms, "kinds": {},
+    }
+    for kind, n, spec in (("transaction", transactions, "builtin:txn-mlp"), ("frame", frames, "builtin:frame-cnn")):
+        model = load_model(spec, kind)  # type: ignore[arg-type]
+        assert model is not None
+        runner = Runner({kind: model}, device)  # type: ignore[dict-item]
+        runner.start()
+        try:
+            items = _items(kind, n)
+            before = model_alone_per_s(runner, items, batch_size)
+            pipe = asyncio.run(pipeline_per_s(bootstrap, kind, items, batch_size, max_wait_ms))
+            after = model_alone_per_s(runner, items, batch_size)
+        finally:
+            runner.stop()
+        alone = (before + after) / 2
+        row = {
+            "items": n, "model_alone_per_s": [round(before, 1), round(after, 1)],
+            "pipeline_per_s": round(pipe["per_s"], 1), "ratio_pipeline_to_model": round(pipe["per_s"] / alone, 3),
+            "pipeline_latency_ms_p50": pipe["latency_ms_p50"], "pipeline_latency_ms_p99": pipe["latency_ms_p99"],
+        }
+        report["kinds"][kind] = row
+        print(
+            f"{kind:<12} model alone {before:9.1f} / {after:9.1f} items/s   pipeline {pipe['per_s']:9.1f} items/s   "
+            f"ratio {row['ratio_pipeline_to_model']:.2f}   latency p50 {pipe['latency_ms_p50']:.0f} ms "
+            f"p99 {pipe['latency_ms_p99']:.0f} ms",
+            flush=True,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
