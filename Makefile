@@ -25,9 +25,10 @@ unit: install  ## unit tests only (no broker)
 integration: install  ## integration tests only
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
-lint: install  ## ruff
-	$(PY) -m pip install -q ruff
+lint: install  ## ruff and mypy
+	$(PY) -m pip install -q ruff mypy
 	$(VENV)/bin/ruff check pipeline consumers producers schemas tests
+	$(VENV)/bin/mypy pipeline consumers producers schemas
 
 demo: install  ## local broker + topics + 2 workers + both producers, then a summary
 	$(PY) -m pipeline demo

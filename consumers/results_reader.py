@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,7 +32,7 @@ async def _read(
     follow: bool,
     idle_timeout_s: float,
     from_beginning: bool,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Without ``follow``: stop at the end offsets seen at start, or after an idle spell.
 
     The end offsets are taken once, at the start, so a topic that keeps growing still
@@ -90,7 +90,7 @@ async def _partitions(
             raise ValueError(f"topic {topic!r} does not exist on the broker")
         # a group-less consumer never asks for the topic's metadata itself, and aiokafka
         # has no public call that refreshes the cached cluster view
-        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
 
 
@@ -101,7 +101,7 @@ def read_results(
     follow: bool = False,
     idle_timeout_s: float = 5.0,
     from_beginning: bool = True,
-) -> AsyncIterator[Result]:
+) -> AsyncGenerator[Result, None]:
     """Results as they are on the topic; close with ``contextlib.aclosing`` when leaving early."""
     return _read(
         lambda value, _key, headers: decode_result(value or b"", headers),
@@ -120,7 +120,7 @@ def read_dead_letters(
     follow: bool = False,
     idle_timeout_s: float = 5.0,
     from_beginning: bool = True,
-) -> AsyncIterator[DeadLetter]:
+) -> AsyncGenerator[DeadLetter, None]:
     """Dead letters, rebuilt from the original bytes and the reason headers."""
     return _read(
         dead_letter_from_record,

@@ -4,7 +4,8 @@ For each input kind: the runner alone on in-memory batches (decode, preprocess, 
 postprocess: what the model can do without Kafka), then the same items through Kafka and
 a worker, then the runner alone again (this machine is noisy; the two model-alone figures
 bracket the pipeline run). Pipeline throughput is taken from the results' own timings:
-items / (last produced - first received). Writes JSON.
+items / (last produced - first received), with the worker in its own process as deployed
+and a backlog waiting for it. Writes JSON.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import platform
+import signal
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,11 +26,10 @@ from typing import Any
 import torch
 
 from consumers.results_reader import read_results
-from pipeline.app import build_worker
-from pipeline.config import KafkaSettings, WorkerSettings
+from pipeline.config import WorkerSettings
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
-from pipeline.topics import create_topics, wait_for_group
+from pipeline.topics import create_topics
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from producers.video_source import iter_video_frames
@@ -50,6 +53,7 @@ def model_alone_per_s(runner: Runner, items: list[Frame | Transaction], batch_si
 
 async def pipeline_per_s(bootstrap: str, kind: str, items: list[Frame | Transaction], batch_size: int,
                          max_wait_ms: int) -> dict[str, Any]:
+    """Publish a backlog, then let one worker process (as deployed) drain it."""
     suffix = uuid.uuid4().hex[:8]
     settings = WorkerSettings(
         kafka_bootstrap=bootstrap, input_topics=f"bench-in-{suffix}", results_topic=f"bench-out-{suffix}",
@@ -58,27 +62,33 @@ async def pipeline_per_s(bootstrap: str, kind: str, items: list[Frame | Transact
     )
     await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
     await publish(items, bootstrap=bootstrap, topic=settings.input_topics[0], progress=False)
-    worker = build_worker(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    await wait_for_group(KafkaSettings(kafka_bootstrap=bootstrap), settings.group_id, 1)
+    env = {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
+                            for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "worker", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
     received, produced, latency = [], [], []
-    stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
-    async with contextlib.aclosing(stream):
-        async for result in stream:
-            received.append(result.timings.received_ms)
-            produced.append(result.timings.produced_ms)
-            latency.append(result.timings.produced_ms - result.timings.received_ms)
-            if len(received) == len(items):
-                break
-    stop.set()
-    await task
+    try:
+        stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
+        async with contextlib.aclosing(stream):
+            async for result in stream:
+                received.append(result.timings.received_ms)
+                produced.append(result.timings.produced_ms)
+                latency.append(result.timings.produced_ms - result.timings.received_ms)
+                if len(received) == len(items):
+                    break
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 60)
     span_s = max(1, max(produced) - min(received)) / 1000
     q = statistics.quantiles(latency, n=100, method="inclusive")
     return {"per_s": len(items) / span_s, "latency_ms_p50": q[49], "latency_ms_p99": q[98]}
 
 
-def run_bench(bootstrap: str, out: Path, frames: int, transactions: int, batch_size: int, max_wait_ms: int) -> dict[str, Any]:
+def run_bench(
+    bootstrap: str, out: Path, frames: int, transactions: int, batch_size: int, max_wait_ms: int
+) -> dict[str, Any]:
     device = resolve_device("auto")
     report: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from pipeline.config import (
     WorkerSettings,
 )
 from pipeline.models import ModelError
+from schemas.models import Frame, Transaction
 
 log = logging.getLogger("streaminfer")
 
@@ -51,12 +53,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
         print(f"kafka running at {state.bootstrap} (pid {state.pid}, home {state.home})")
     elif args.action == "stop":
         print("stopped" if broker.stop() else "not running")
+    elif (running := broker.status()) is None:
+        print("not running")
+        return 1
     else:
-        state = broker.status()
-        if state is None:
-            print("not running")
-            return 1
-        print(f"running at {state.bootstrap} (pid {state.pid}, home {state.home})")
+        print(f"running at {running.bootstrap} (pid {running.pid}, home {running.home})")
     return 0
 
 
@@ -110,6 +111,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from schemas.codec import JSON, MSGPACK
 
     content_type = JSON if args.json else MSGPACK
+    events: Iterable[Frame | Transaction]
     if args.kind == "video":
         from producers.video_source import iter_video_frames
         from schemas.models import FrameEncoding
@@ -145,11 +147,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _take(it, count):  # type: ignore[no-untyped-def]
-    for i, item in enumerate(it):
-        if count is not None and i >= count:
-            return
-        yield item
+def _take(items: Iterable[Transaction], count: int | None) -> Iterator[Transaction]:
+    return itertools.islice(items, count)
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -160,7 +160,9 @@ async def _publish_malformed(bootstrap: str, run: str) -> None:
 def _pct(values: list[int], q: float) -> int | None:
     if not values:
         return None
-    return int(statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]) if len(values) > 1 else values[0]
+    if len(values) == 1:
+        return values[0]
+    return int(statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1])
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> list[int]:

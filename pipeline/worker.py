@@ -32,7 +32,7 @@ from pipeline.runner import Runner
 from producers.sinks import DeadLetterSink, Delivery, ResultSink, make_producer
 from schemas.codec import decode_input
 from schemas.errors import DecodeError
-from schemas.models import DeadLetter, Frame, InputRef, Result, Timings, Transaction
+from schemas.models import DeadLetter, Frame, InputKind, InputRef, Result, Timings, Transaction
 
 log = logging.getLogger("streaminfer.worker")
 
@@ -86,7 +86,7 @@ class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
-        models: Mapping[str, Model],
+        models: Mapping[InputKind, Model],
         runner: Runner,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -160,10 +160,10 @@ class Worker:
                     deliveries.append((record, await self._send_dead_letter(record, event)))
                     continue
                 item = WorkItem(record, event, wall_ms(), generation)
-                for batch in self._batcher.add(item, len(record.value or b""), self._clock()):
-                    await self._enqueue(batch)
-            if (batch := self._batcher.poll(self._clock())) is not None:
-                await self._enqueue(batch)
+                for closed in self._batcher.add(item, len(record.value or b""), self._clock()):
+                    await self._enqueue(closed)
+            if (expired := self._batcher.poll(self._clock())) is not None:
+                await self._enqueue(expired)
             if deliveries:
                 await asyncio.gather(*(d for _, d in deliveries))
                 if generation == self._generation:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -54,7 +53,8 @@ async def _publish_all(topics: Topics, bad: list[tuple[bytes, bytes, str, Reason
     await producer.start()
     try:
         for key, value, content_type, _ in bad:
-            await producer.send_and_wait(topics.inputs, value, key=key, headers=[("content-type", content_type.encode())])
+            headers = [("content-type", content_type.encode())]
+            await producer.send_and_wait(topics.inputs, value, key=key, headers=headers)
     finally:
         await producer.stop()
     # good input after the bad: the workers must keep going

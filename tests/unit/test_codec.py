@@ -81,7 +81,10 @@ def test_dead_letter_survives_its_header_encoding() -> None:
     assert dead_letter_from_record(dl.original, dl.key, dead_letter_headers(dl)) == dl
 
 
-def _reason(value: bytes | None, headers=None, limits: Limits = Limits()) -> Reason:  # type: ignore[no-untyped-def]
+DEFAULT_LIMITS = Limits()
+
+
+def _reason(value: bytes | None, headers=None, limits: Limits = DEFAULT_LIMITS) -> Reason:  # type: ignore[no-untyped-def]
     result = decode_input(value, headers, limits)
     assert isinstance(result, DecodeError), f"expected a rejection, got {result!r}"
     assert result.message

@@ -150,7 +150,7 @@ def test_torch_export_program_loads_and_runs(tmp_path: Path) -> None:
 def test_malformed_model_file_fails_at_load_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a torchscript archive")
-    with pytest.raises(ModelError, match="broken.pt"):
+    with pytest.raises(ModelError, match=r"broken\.pt"):
         load_model(f"torchscript:{path}", "frame")
 
 

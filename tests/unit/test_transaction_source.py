@@ -144,12 +144,12 @@ def test_unknown_csv_columns_are_rejected_naming_the_column(tmp_path: Path) -> N
 
 
 def test_a_missing_transactions_file_fails_at_the_call(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.jsonl"):
         iter_file_transactions(tmp_path / "absent.jsonl")
 
 
 def test_an_unknown_file_type_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "txs.parquet"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match="jsonl or .csv"):
+    with pytest.raises(ValueError, match=r"jsonl or \.csv"):
         iter_file_transactions(path)

@@ -114,14 +114,14 @@ def test_count_stops_a_video_file_early_and_resize_applies(tmp_path: Path) -> No
 
 def test_a_missing_file_fails_at_the_call_naming_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.mp4"
-    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.mp4"):
         iter_video_frames(str(missing), stream_id="s")
 
 
 def test_a_file_opencv_cannot_read_fails_naming_the_path(tmp_path: Path) -> None:
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"not a video at all")
-    with pytest.raises(ValueError, match="junk.avi"):
+    with pytest.raises(ValueError, match=r"junk\.avi"):
         list(iter_video_frames(str(junk), stream_id="s"))
 
 
