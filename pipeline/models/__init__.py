@@ -2,10 +2,12 @@
 
 from pipeline.models.base import ItemRejected, Model, ModelError
 from pipeline.models.frames import FrameCNN
-from pipeline.models.loader import TorchScriptModel, load_model, resolve_device
+from pipeline.models.efficientnet import EfficientNetLite0
+from pipeline.models.loader import TorchScriptModel, load_model, load_state_dict, resolve_device
 from pipeline.models.transactions import TransactionMLP
 
 __all__ = [
+    "EfficientNetLite0",
     "FrameCNN",
     "ItemRejected",
     "Model",
@@ -13,5 +15,6 @@ __all__ = [
     "TorchScriptModel",
     "TransactionMLP",
     "load_model",
+    "load_state_dict",
     "resolve_device",
 ]

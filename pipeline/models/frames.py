@@ -20,19 +20,33 @@ _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def frame_to_tensor(item: Frame | Transaction, size: int) -> torch.Tensor:
-    """Decode (JPEG/PNG via OpenCV), resize to size x size, RGB, normalise: 3xHxW float32."""
+def frame_rgb(item: Frame | Transaction) -> np.ndarray:
+    """Decoded pixels (JPEG/PNG via OpenCV) as HxWx3 RGB uint8; a bad image rejects the item."""
     if not isinstance(item, Frame):
         raise TypeError("frame model got a non-frame item")
     pixels = decode_pixels(item)
     if isinstance(pixels, DecodeError):
         raise ItemRejected(pixels.reason, pixels.message)
     if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    resized = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
-    rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-    chw = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(chw))
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Whole frame to size x size (no crop: objects at the edges of a camera view count)."""
+    shrink = rgb.shape[0] >= size and rgb.shape[1] >= size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def to_chw(rgb: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -> torch.Tensor:
+    """(rgb - mean) / std as a contiguous 3xHxW float32 tensor; mean/std in pixel units."""
+    chw = ((rgb.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))
+
+
+def frame_to_tensor(item: Frame | Transaction, size: int) -> torch.Tensor:
+    """Decode, resize to size x size, ImageNet-normalise: 3xHxW float32."""
+    return to_chw(resize_square(frame_rgb(item), size), _MEAN * 255, _STD * 255)
 
 
 def top_k(logits: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:

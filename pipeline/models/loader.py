@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.models.base import Model, ModelError, TorchModule
+from pipeline.models.efficientnet import EfficientNetLite0
 from pipeline.models.frames import FrameCNN, frame_to_tensor, top_k
 from pipeline.models.transactions import TransactionMLP, transaction_to_tensor
 from schemas.models import Frame, InputKind, Transaction
 
-BUILTINS = {"frame-cnn": FrameCNN, "txn-mlp": TransactionMLP}
+BUILTINS: dict[str, Callable[[], Model]] = {
+    "efficientnet-lite0": EfficientNetLite0,
+    "frame-cnn": FrameCNN,
+    "txn-mlp": TransactionMLP,
+}
 
 
 class TorchScriptModel(TorchModule):
@@ -72,11 +78,50 @@ def load_model(spec: str, kind: InputKind) -> Model | None:
         model: Model = factory()
     elif scheme in ("torchscript", "export"):
         model = TorchScriptModel(Path(arg), kind)
+    elif scheme == "python":
+        model = _from_entry_point(arg)
     else:
-        raise ModelError(f"model spec {spec!r}: expected builtin:NAME, torchscript:PATH, export:PATH.pt2 or none")
+        raise ModelError(
+            f"model spec {spec!r}: expected builtin:NAME, torchscript:PATH, export:PATH.pt2, "
+            "python:MODULE:FACTORY or none"
+        )
     if model.kind != kind:
         raise ModelError(f"model {model.name!r} takes {model.kind} inputs, configured for {kind}")
     return model
+
+
+def _from_entry_point(target: str) -> Model:
+    """``package.module:factory``: call the factory, check it returned a Model."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"python model {target!r}: expected python:MODULE:FACTORY")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"python model {target!r} could not be imported: {exc}") from exc
+    try:
+        model = factory()
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"python model {target!r}: the factory failed: {type(exc).__name__}: {exc}") from exc
+    missing = [a for a in ("name", "version", "kind", "to", "preprocess", "forward", "postprocess")
+               if not hasattr(model, a)]
+    if missing:
+        raise ModelError(f"python model {target!r} returned {type(model).__name__} without {missing}")
+    if model.kind not in ("frame", "transaction"):
+        raise ModelError(f"python model {target!r}: kind must be 'frame' or 'transaction', got {model.kind!r}")
+    return model  # type: ignore[no-any-return]
+
+
+def load_state_dict(module: torch.nn.Module, path: str | Path, name: str) -> torch.nn.Module:
+    """Weights for a user's architecture: tensors only (``weights_only=True``), never pickled code."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise ModelError(f"model {name!r}: weights {path} did not load: {exc}") from exc
+    return module.eval()
 
 
 def resolve_device(device: str) -> torch.device:
