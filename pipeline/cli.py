@@ -130,6 +130,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
         if args.source == "synthetic":
             events = iter_synthetic_transactions(args.count, seed=args.seed)
+        elif args.source == "lending-club":
+            from producers.lending_club_source import iter_lending_club_transactions
+
+            events = iter_lending_club_transactions(args.count)
         else:
             events = _take(iter_file_transactions(args.source), args.count)
         topic, rate, label = args.topic or DEFAULT_TRANSACTIONS_TOPIC, args.rate, "transactions"
@@ -260,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="publish JSON instead of msgpack")
     with_bootstrap(p).set_defaults(func=cmd_produce)
     p = psub.add_parser("transactions", help="synthetic transactions, or replay a CSV/JSONL file")
-    p.add_argument("--source", default="synthetic", help="'synthetic' or a .csv/.jsonl path")
+    p.add_argument("--source", default="synthetic",
+                   help="'synthetic', 'lending-club' (the real loans table; needs the real-data extra) "
+                        "or a .csv/.jsonl path")
     p.add_argument("--count", type=int, default=None)
     p.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
     p.add_argument("--seed", type=int, default=0)

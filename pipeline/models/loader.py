@@ -14,12 +14,14 @@ import torch
 from pipeline.models.base import Model, ModelError, TorchModule
 from pipeline.models.efficientnet import EfficientNetLite0
 from pipeline.models.frames import FrameCNN, frame_to_tensor, top_k
+from pipeline.models.lending_club import LendingClubMLP
 from pipeline.models.transactions import TransactionMLP, transaction_to_tensor
 from schemas.models import Frame, InputKind, Transaction
 
 BUILTINS: dict[str, Callable[[], Model]] = {
     "efficientnet-lite0": EfficientNetLite0,
     "frame-cnn": FrameCNN,
+    "lending-club-mlp": LendingClubMLP,
     "txn-mlp": TransactionMLP,
 }
 
