@@ -3,9 +3,11 @@
 For each input kind: the runner alone on in-memory batches (decode, preprocess, forward,
 postprocess: what the model can do without Kafka), then the same items through Kafka and
 a worker, then the runner alone again (this machine is noisy; the two model-alone figures
-bracket the pipeline run). Pipeline throughput is taken from the results' own timings:
-items / (last produced - first received), with the worker in its own process as deployed
-and a backlog waiting for it. Writes JSON.
+bracket the pipeline run). Then latency: input paced at half the pipeline's throughput
+for about ten seconds, so the figures show what a worker adds when it keeps up.
+Pipeline throughput is taken from the results' own timings: items / (last produced -
+first received), with the worker in its own process as deployed and a backlog waiting for
+it. Writes JSON.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from consumers.results_reader import read_results
 from pipeline.config import WorkerSettings
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
-from pipeline.topics import create_topics
+from pipeline.topics import create_topics, wait_for_group
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from producers.video_source import iter_video_frames
 from schemas.models import Frame, Transaction
+
+PACED_S = 10.0
 
 
 def _items(kind: str, n: int) -> list[Frame | Transaction]:
@@ -51,17 +55,25 @@ def model_alone_per_s(runner: Runner, items: list[Frame | Transaction], batch_si
     return len(items) / (time.perf_counter() - start)
 
 
-async def pipeline_per_s(bootstrap: str, kind: str, items: list[Frame | Transaction], batch_size: int,
-                         max_wait_ms: int) -> dict[str, Any]:
-    """Publish a backlog, then let one worker process (as deployed) drain it."""
+async def run_pipeline(bootstrap: str, spec: str, items: list[Frame | Transaction], batch_size: int,
+                       max_wait_ms: int, rate_per_s: float | None = None) -> dict[str, Any]:
+    """One worker process (as deployed) on fresh topics.
+
+    Without a rate: a backlog is published first and the worker drains it (throughput).
+    With a rate: the worker runs first and input arrives at that pace (latency when the
+    pipeline keeps up). Latency is the worker's own: received -> result produced.
+    """
     suffix = uuid.uuid4().hex[:8]
     settings = WorkerSettings(
         kafka_bootstrap=bootstrap, input_topics=f"bench-in-{suffix}", results_topic=f"bench-out-{suffix}",
         dead_letter_topic=f"bench-dlq-{suffix}", group_id=f"bench-{suffix}", worker_id="bench",
         max_batch_size=batch_size, max_wait_ms=max_wait_ms,
+        frame_model=spec if items[0].kind == "frame" else "none",
+        transaction_model=spec if items[0].kind == "transaction" else "none",
     )
     await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
-    await publish(items, bootstrap=bootstrap, topic=settings.input_topics[0], progress=False)
+    if rate_per_s is None:
+        await publish(items, bootstrap=bootstrap, topic=settings.input_topics[0], progress=False)
     env = {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
                             for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
     worker = await asyncio.create_subprocess_exec(
@@ -70,6 +82,11 @@ async def pipeline_per_s(bootstrap: str, kind: str, items: list[Frame | Transact
     )
     received, produced, latency = [], [], []
     try:
+        if rate_per_s is not None:
+            await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
+            feeder = asyncio.create_task(publish(
+                items, bootstrap=bootstrap, topic=settings.input_topics[0], rate_per_s=rate_per_s, progress=False,
+            ))
         stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
         async with contextlib.aclosing(stream):
             async for result in stream:
@@ -78,12 +95,15 @@ async def pipeline_per_s(bootstrap: str, kind: str, items: list[Frame | Transact
                 latency.append(result.timings.produced_ms - result.timings.received_ms)
                 if len(received) == len(items):
                     break
+        if rate_per_s is not None:
+            await feeder
     finally:
         worker.send_signal(signal.SIGTERM)
         await asyncio.wait_for(worker.wait(), 60)
     span_s = max(1, max(produced) - min(received)) / 1000
     q = statistics.quantiles(latency, n=100, method="inclusive")
-    return {"per_s": len(items) / span_s, "latency_ms_p50": q[49], "latency_ms_p99": q[98]}
+    return {"per_s": len(items) / span_s, "latency_ms_p50": q[49], "latency_ms_p99": q[98],
+            "latency_ms_max": max(latency)}
 
 
 def run_bench(
@@ -95,7 +115,11 @@ def run_bench(
                     "torch_threads": torch.get_num_threads()},
         "batch_size": batch_size, "max_wait_ms": max_wait_ms, "kinds": {},
     }
-    for kind, n, spec in (("transaction", transactions, "builtin:txn-mlp"), ("frame", frames, "builtin:frame-cnn")):
+    defaults = WorkerSettings.model_fields
+    for kind, n, spec in (
+        ("transaction", transactions, str(defaults["transaction_model"].default)),
+        ("frame", frames, str(defaults["frame_model"].default)),
+    ):
         model = load_model(spec, kind)  # type: ignore[arg-type]
         assert model is not None
         runner = Runner({kind: model}, device)  # type: ignore[dict-item]
@@ -103,21 +127,28 @@ def run_bench(
         try:
             items = _items(kind, n)
             before = model_alone_per_s(runner, items, batch_size)
-            pipe = asyncio.run(pipeline_per_s(bootstrap, kind, items, batch_size, max_wait_ms))
+            pipe = asyncio.run(run_pipeline(bootstrap, spec, items, batch_size, max_wait_ms))
             after = model_alone_per_s(runner, items, batch_size)
+            paced_rate = pipe["per_s"] / 2
+            paced_items = items[: max(batch_size, int(paced_rate * PACED_S))]
+            paced = asyncio.run(run_pipeline(bootstrap, spec, paced_items, batch_size, max_wait_ms, paced_rate))
         finally:
             runner.stop()
         alone = (before + after) / 2
         row = {
-            "items": n, "model_alone_per_s": [round(before, 1), round(after, 1)],
+            "model": spec, "items": n, "model_alone_per_s": [round(before, 1), round(after, 1)],
             "pipeline_per_s": round(pipe["per_s"], 1), "ratio_pipeline_to_model": round(pipe["per_s"] / alone, 3),
-            "pipeline_latency_ms_p50": pipe["latency_ms_p50"], "pipeline_latency_ms_p99": pipe["latency_ms_p99"],
+            "backlog_latency_ms_p50": pipe["latency_ms_p50"], "backlog_latency_ms_p99": pipe["latency_ms_p99"],
+            "paced_rate_per_s": round(paced_rate, 1), "paced_items": len(paced_items),
+            "paced_latency_ms_p50": paced["latency_ms_p50"], "paced_latency_ms_p99": paced["latency_ms_p99"],
+            "paced_latency_ms_max": paced["latency_ms_max"],
         }
         report["kinds"][kind] = row
         print(
             f"{kind:<12} model alone {before:9.1f} / {after:9.1f} items/s   pipeline {pipe['per_s']:9.1f} items/s   "
-            f"ratio {row['ratio_pipeline_to_model']:.2f}   latency p50 {pipe['latency_ms_p50']:.0f} ms "
-            f"p99 {pipe['latency_ms_p99']:.0f} ms",
+            f"ratio {row['ratio_pipeline_to_model']:.2f}   at half that rate: worker latency "
+            f"p50 {paced['latency_ms_p50']:.0f} ms p99 {paced['latency_ms_p99']:.0f} ms "
+            f"max {paced['latency_ms_max']} ms",
             flush=True,
         )
     out.parent.mkdir(parents=True, exist_ok=True)

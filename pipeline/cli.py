@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_bootstrap(p).set_defaults(func=cmd_results)
 
     p = sub.add_parser("bench", help="pipeline throughput next to the model alone; writes JSON")
-    p.add_argument("--frames", type=int, default=600)
+    p.add_argument("--frames", type=int, default=300)
     p.add_argument("--transactions", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=int, default=20)

@@ -145,7 +145,8 @@ class Worker:
 
     async def _consume_loop(self, stop: asyncio.Event) -> None:
         assert self._source is not None
-        max_records = max(self.settings.max_batch_size * 4, 64)
+        # one window per poll: records wait in Kafka, not in this process, when the model is behind
+        max_records = self.settings.max_batch_size
         while not stop.is_set():
             timeout = poll_timeout_ms(self._batcher.deadline(), self._clock())
             records = await self._source.poll(timeout, max_records)
