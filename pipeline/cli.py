@@ -19,6 +19,7 @@ from pipeline.config import (
     DEFAULT_DEAD_LETTER_TOPIC,
     DEFAULT_FRAMES_TOPIC,
     DEFAULT_RESULTS_TOPIC,
+    DEFAULT_TOPICS,
     DEFAULT_TRANSACTIONS_TOPIC,
     KafkaSettings,
     WorkerSettings,
@@ -64,12 +65,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     from pipeline.topics import create_topics
 
-    names = args.topic or [
-        DEFAULT_FRAMES_TOPIC,
-        DEFAULT_TRANSACTIONS_TOPIC,
-        DEFAULT_RESULTS_TOPIC,
-        DEFAULT_DEAD_LETTER_TOPIC,
-    ]
+    names = args.topic or list(DEFAULT_TOPICS)
     created = asyncio.run(create_topics(_kafka(args), names, args.partitions, args.replication))
     for name in names:
         print(f"{name}: {'created' if name in created else 'exists'}")

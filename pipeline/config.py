@@ -15,6 +15,7 @@ DEFAULT_FRAMES_TOPIC = "streaminfer-frames"
 DEFAULT_TRANSACTIONS_TOPIC = "streaminfer-transactions"
 DEFAULT_RESULTS_TOPIC = "streaminfer-results"
 DEFAULT_DEAD_LETTER_TOPIC = "streaminfer-dead-letters"
+DEFAULT_TOPICS = (DEFAULT_FRAMES_TOPIC, DEFAULT_TRANSACTIONS_TOPIC, DEFAULT_RESULTS_TOPIC, DEFAULT_DEAD_LETTER_TOPIC)
 _MODEL_SPEC = "builtin:NAME | torchscript:PATH | export:PATH.pt2 | python:MODULE:FACTORY | none"
 
 

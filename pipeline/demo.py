@@ -26,6 +26,7 @@ from pipeline.config import (
     DEFAULT_DEAD_LETTER_TOPIC,
     DEFAULT_FRAMES_TOPIC,
     DEFAULT_RESULTS_TOPIC,
+    DEFAULT_TOPICS,
     DEFAULT_TRANSACTIONS_TOPIC,
     KafkaSettings,
     WorkerSettings,
@@ -58,8 +59,7 @@ def run_demo(transactions: int, frames: int, workers: int, partitions: int, time
     print(f"kafka at {bootstrap}", flush=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        topics = [DEFAULT_FRAMES_TOPIC, DEFAULT_TRANSACTIONS_TOPIC, DEFAULT_RESULTS_TOPIC, DEFAULT_DEAD_LETTER_TOPIC]
-        asyncio.run(create_topics(KafkaSettings(kafka_bootstrap=bootstrap), topics, partitions))
+        asyncio.run(create_topics(KafkaSettings(kafka_bootstrap=bootstrap), list(DEFAULT_TOPICS), partitions))
         env = {**os.environ, "STREAMINFER_KAFKA_BOOTSTRAP": bootstrap}
         for i in range(workers):
             procs.append(subprocess.Popen(
