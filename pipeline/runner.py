@@ -134,6 +134,12 @@ class Runner:
             raise _OutputMismatch(
                 f"model {model.name!r} postprocess gave {len(rows)} results for a batch of {len(tensors)}"
             )
+        for row in rows:
+            if not isinstance(row, dict) or any(field not in row for field in model.output_fields):
+                got = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise _OutputMismatch(
+                    f"model {model.name!r} declares outputs {list(model.output_fields)}, postprocess gave {got}"
+                )
         return rows
 
     @staticmethod

@@ -6,8 +6,9 @@ Run it with
         streaminfer worker
 
 A model is any object with ``name``, ``version``, ``kind`` ("frame" or "transaction"),
-``to(device)``, ``preprocess(item) -> Tensor`` (one item; raise ``ItemRejected`` to send
-just that item to the dead-letter topic), ``forward(batch) -> Tensor`` (one row per item)
+``output_fields`` (the keys of each result's ``outputs``), ``to(device)``,
+``preprocess(item) -> Tensor`` (one item; raise ``ItemRejected`` to send just that item
+to the dead-letter topic), ``forward(batch) -> Tensor`` (one row per item)
 and ``postprocess(output) -> list[dict]`` (one JSON-able dict per row, in order: that dict
 becomes the result's ``outputs``).
 """
@@ -40,6 +41,7 @@ class AmountTimeNet(nn.Module):
 class AmountTimeScorer:
     name = "amount-time-scorer"
     kind = "transaction"
+    output_fields = ("risk",)  # every result's outputs carry these keys
 
     def __init__(self, weights: Path = WEIGHTS) -> None:
         # weights are a state dict read with weights_only=True: tensors, never pickled code

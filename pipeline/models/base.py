@@ -34,6 +34,8 @@ class Model(Protocol):
     name: str
     version: str
     kind: InputKind
+    # the keys every postprocessed row carries: the output schema results are checked against
+    output_fields: tuple[str, ...]
 
     def to(self, device: torch.device) -> None: ...
 

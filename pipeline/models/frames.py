@@ -87,6 +87,7 @@ class FrameCNN(TorchModule):
 
     kind: InputKind = "frame"
     name = "frame-cnn"
+    output_fields: tuple[str, ...] = ("labels",)
 
     def __init__(self, input_size: int = 96, classes: int = 10, seed: int = 0, k: int = 3) -> None:
         torch.manual_seed(seed)

@@ -186,6 +186,7 @@ class LendingClubMLP(TorchModule):
 
     kind: InputKind = "transaction"
     name = "lending-club-mlp"
+    output_fields: tuple[str, ...] = ("score",)
 
     def __init__(self, weights: Path | str = WEIGHTS_PATH, meta: Path | str = META_PATH) -> None:
         weights, meta = Path(weights), Path(meta)

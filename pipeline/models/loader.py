@@ -45,6 +45,7 @@ class TorchScriptModel(TorchModule):
                 f"model file {path} is not a loadable TorchScript or torch.export file: {exc}"
             ) from exc
         self.kind = kind
+        self.output_fields: tuple[str, ...] = ("labels",) if kind == "frame" else ("outputs",)
         self.name = path.stem
         self.version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         self.input_size = input_size
@@ -107,7 +108,7 @@ def _from_entry_point(target: str) -> Model:
         raise
     except Exception as exc:
         raise ModelError(f"python model {target!r}: the factory failed: {type(exc).__name__}: {exc}") from exc
-    missing = [a for a in ("name", "version", "kind", "to", "preprocess", "forward", "postprocess")
+    missing = [a for a in ("name", "version", "kind", "output_fields", "to", "preprocess", "forward", "postprocess")
                if not hasattr(model, a)]
     if missing:
         raise ModelError(f"python model {target!r} returned {type(model).__name__} without {missing}")

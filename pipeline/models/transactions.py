@@ -53,6 +53,7 @@ class TransactionMLP(TorchModule):
 
     kind: InputKind = "transaction"
     name = "txn-mlp"
+    output_fields: tuple[str, ...] = ("score",)
 
     def __init__(self, hidden: int = 64, seed: int = 0) -> None:
         torch.manual_seed(seed)

@@ -160,3 +160,15 @@ def test_bad_model_specs_are_refused() -> None:
     with pytest.raises(ModelError, match="configured for"):
         load_model("builtin:txn-mlp", "frame")
     assert load_model("none", "frame") is None
+
+
+class _WrongKeys(TransactionMLP):
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
+        return [{"probability": r["score"]} for r in super().postprocess(output)]
+
+
+def test_rows_missing_a_declared_output_field_are_a_mismatch() -> None:
+    outcomes = Runner({"transaction": _WrongKeys()}, CPU).run_sync([tx(1), tx(2)])
+    for o in outcomes:
+        assert o.error is not None and o.error.reason is Reason.MODEL_OUTPUT_MISMATCH
+        assert "declares outputs ['score']" in o.error.message
