@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="local broker + topics + workers + producers, then a summary")
     p.add_argument("--transactions", type=int, default=2000)
-    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--frames", type=int, default=100, help="split over two cameras at 5 fps each")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--timeout", type=float, default=180.0)

@@ -38,6 +38,8 @@ from producers.video_source import iter_video_frames
 
 GROUP = WorkerSettings.model_fields["group_id"].default
 
+FRAMES_PER_S = 5
+
 MALFORMED = [
     (b"\x00\x01not msgpack at all\xff", "application/msgpack"),
     (b'{"kind": "transaction", "id": "t-bad"}', "application/json"),
@@ -89,18 +91,23 @@ async def _drive(bootstrap: str, transactions: int, frames: int, timeout_s: floa
     seed = int(run, 16) % 1_000_000
     stream = f"demo-{run}"
     t0 = time.monotonic()
+    cameras = [f"{stream}-cam{i}" for i in (1, 2)]  # two keys, so both workers see video
     await asyncio.gather(
         publish(iter_synthetic_transactions(transactions, seed=seed), bootstrap=bootstrap,
                 topic=DEFAULT_TRANSACTIONS_TOPIC, label="transactions"),
-        publish(iter_video_frames("synthetic", stream_id=stream, count=frames), bootstrap=bootstrap,
-                topic=DEFAULT_FRAMES_TOPIC, rate_per_s=60, label="frames"),
+        *(
+            # a camera's pace that one CPU worker keeps up with
+            publish(iter_video_frames("synthetic", stream_id=cam, count=frames // 2), bootstrap=bootstrap,
+                    topic=DEFAULT_FRAMES_TOPIC, rate_per_s=FRAMES_PER_S, label=cam)
+            for cam in cameras
+        ),
         _publish_malformed(bootstrap, run),
     )
-    ours = (f"tx-{seed}-", f"{stream}/")
+    ours = (f"tx-{seed}-", f"{stream}-")
     latencies: list[int] = []
     per_worker: Counter[str] = Counter()
     per_kind: Counter[str] = Counter()
-    expected = transactions + frames
+    expected = transactions + frames // 2 * 2
     deadline = time.monotonic() + timeout_s
     async with contextlib.aclosing(
         read_results(bootstrap=bootstrap, topic=DEFAULT_RESULTS_TOPIC, follow=True)
