@@ -39,7 +39,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
         settings.results_topic,
         settings.dead_letter_topic,
     )
-    return Worker(settings, models, Runner(models, device))
+    return Worker(settings, Runner(models, device))
 
 
 async def run_worker(settings: WorkerSettings) -> WorkerStats:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -26,13 +26,12 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from consumers.kafka_source import InputRecord, KafkaSource
 from pipeline.batcher import Batch, Batcher
 from pipeline.config import WorkerSettings
-from pipeline.models.base import Model
 from pipeline.offsets import OffsetTracker
 from pipeline.runner import Runner
 from producers.sinks import DeadLetterSink, Delivery, ResultSink, make_producer
 from schemas.codec import decode_input
 from schemas.errors import DecodeError
-from schemas.models import DeadLetter, Frame, InputKind, InputRef, Result, Timings, Transaction
+from schemas.models import DeadLetter, Frame, InputRef, Result, Timings, Transaction
 
 log = logging.getLogger("streaminfer.worker")
 
@@ -86,13 +85,11 @@ class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
-        models: Mapping[InputKind, Model],
         runner: Runner,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.runner = runner
-        self.models = models
         self._clock = clock
         self._batcher: Batcher[WorkItem] = Batcher(
             settings.max_batch_size, settings.max_batch_bytes, settings.max_wait_ms
