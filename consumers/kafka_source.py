@@ -62,6 +62,8 @@ class KafkaSource:
             enable_auto_commit=False,
             auto_offset_reset=s.auto_offset_reset,
             max_poll_interval_ms=s.max_poll_interval_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, s.session_timeout_ms // 4),
             fetch_max_bytes=max(52_428_800, s.max_payload_bytes * 2),
             max_partition_fetch_bytes=max(1_048_576, s.max_payload_bytes + 65_536),
             isolation_level="read_committed",

@@ -32,6 +32,14 @@ def collect_results(bootstrap: str, topic: str, count: int, timeout_s: float = 1
     return asyncio.run(_collect(read_results(bootstrap=bootstrap, topic=topic, follow=True), count, timeout_s))
 
 
+def read_all(bootstrap: str, topic: str) -> list[Result]:
+    """Everything on the topic now (duplicates included)."""
+    async def go() -> list[Result]:
+        return [r async for r in read_results(bootstrap=bootstrap, topic=topic, follow=False)]
+
+    return asyncio.run(go())
+
+
 def collect_dead_letters(bootstrap: str, topic: str, count: int, timeout_s: float = 60) -> list[DeadLetter]:
     return asyncio.run(
         _collect(read_dead_letters(bootstrap=bootstrap, topic=topic, follow=True), count, timeout_s)

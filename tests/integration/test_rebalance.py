@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from tests.integration.conftest import Topics
-from tests.integration.helpers import collect_results
+from tests.integration.helpers import collect_results, read_all
 from tests.integration.workers import WorkerProcess, wait_until
 
 PHASE = 800
@@ -59,3 +60,32 @@ def test_scaling_up_and_down_mid_stream_loses_and_duplicates_nothing(topics: Top
     assert not duplicates, f"{len(duplicates)} inputs got more than one result"
     assert len(ids) == 3 * PHASE, f"{3 * PHASE - len(ids)} inputs got no result"
     assert {r.worker_id for r in results} == {"first", "second", "third"}
+
+
+def test_a_killed_worker_loses_nothing_its_partitions_are_replayed(topics: Topics, tmp_path: Path) -> None:
+    env = topics.worker_env() | {"STREAMINFER_MAX_BATCH_SIZE": "8", "STREAMINFER_SESSION_TIMEOUT_MS": "6000"}
+    victim = WorkerProcess("victim", env, tmp_path)
+    survivor = WorkerProcess("survivor", env, tmp_path)
+    workers = [victim, survivor]
+    try:
+        wait_until(lambda: all(len(w.assigned()) == 2 for w in workers), 90, "both workers to join", workers)
+        feeder = _publish_in_background(topics, 4, rate_per_s=300)
+        wait_until(lambda: len(read_all(topics.bootstrap, topics.results)) > 100, 30, "results to flow", workers)
+        victim.proc.kill()  # no shutdown, no commit, no leave: the broker notices by session timeout
+        victim.proc.wait()
+        feeder.join(timeout=60)
+        results = []
+        deadline = time.monotonic() + 90
+        while len({r.event_id for r in results}) < PHASE and time.monotonic() < deadline:
+            results = read_all(topics.bootstrap, topics.results)
+    finally:
+        code = survivor.stop()
+        victim.stop()
+    assert code == 0
+    ids = Counter(r.event_id for r in results)
+    assert len(ids) == PHASE, f"{PHASE - len(ids)} inputs lost"
+    assert "survivor" in {r.worker_id for r in results}
+    # at-least-once: only the victim's uncommitted window is replayed
+    replayed = len(results) - PHASE
+    assert replayed <= sum(r.worker_id == "victim" for r in results)
+    print(f"killed worker: {replayed} results replayed")
