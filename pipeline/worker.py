@@ -222,15 +222,16 @@ class Worker:
                 deliveries.append(await self._send_dead_letter(rec, outcome.error))
                 continue
             assert outcome.outputs is not None
-            result = Result(
+            # built from values this worker made itself: no need to validate them again
+            result = Result.model_construct(
                 key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
                 kind=item.event.kind,
-                input=InputRef(topic=rec.topic, partition=rec.partition, offset=rec.offset),
+                input=InputRef.model_construct(topic=rec.topic, partition=rec.partition, offset=rec.offset),
                 event_id=event_id(item.event),
                 model_name=outcome.model_name,
                 model_version=outcome.model_version,
                 outputs=outcome.outputs,
-                timings=Timings(
+                timings=Timings.model_construct(
                     event_ms=item.event.event_time_ms,
                     received_ms=item.received_ms,
                     batch_closed_ms=closed_ms,
