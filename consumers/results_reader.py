@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -92,6 +92,15 @@ async def _partitions(
         # has no public call that refreshes the cached cluster view
         await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
+
+
+async def until(stream: AsyncIterator[T], deadline: float) -> AsyncGenerator[T, None]:
+    """Items of ``stream`` until it ends or ``time.monotonic()`` passes ``deadline``."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            yield await asyncio.wait_for(anext(stream), remaining)
+        except (StopAsyncIteration, TimeoutError):
+            return
 
 
 def read_results(

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import sys
 import time
 import uuid
@@ -29,6 +28,7 @@ import torch
 
 from consumers.results_reader import read_results
 from pipeline.config import WorkerSettings
+from pipeline.latency import latency_summary_ms
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
 from pipeline.topics import create_topics, wait_for_group
@@ -101,9 +101,7 @@ async def run_pipeline(bootstrap: str, spec: str, items: list[Frame | Transactio
         worker.send_signal(signal.SIGTERM)
         await asyncio.wait_for(worker.wait(), 60)
     span_s = max(1, max(produced) - min(received)) / 1000
-    q = statistics.quantiles(latency, n=100, method="inclusive")
-    return {"per_s": len(items) / span_s, "latency_ms_p50": q[49], "latency_ms_p99": q[98],
-            "latency_ms_max": max(latency)}
+    return {"per_s": len(items) / span_s, "latency_ms": latency_summary_ms(latency)}
 
 
 def run_bench(
@@ -138,17 +136,16 @@ def run_bench(
         row = {
             "model": spec, "items": n, "model_alone_per_s": [round(before, 1), round(after, 1)],
             "pipeline_per_s": round(pipe["per_s"], 1), "ratio_pipeline_to_model": round(pipe["per_s"] / alone, 3),
-            "backlog_latency_ms_p50": pipe["latency_ms_p50"], "backlog_latency_ms_p99": pipe["latency_ms_p99"],
+            "backlog_latency_ms": pipe["latency_ms"],
             "paced_rate_per_s": round(paced_rate, 1), "paced_items": len(paced_items),
-            "paced_latency_ms_p50": paced["latency_ms_p50"], "paced_latency_ms_p99": paced["latency_ms_p99"],
-            "paced_latency_ms_max": paced["latency_ms_max"],
+            "paced_latency_ms": paced["latency_ms"],
         }
         report["kinds"][kind] = row
         print(
             f"{kind:<12} model alone {before:9.1f} / {after:9.1f} items/s   pipeline {pipe['per_s']:9.1f} items/s   "
             f"ratio {row['ratio_pipeline_to_model']:.2f}   at half that rate: worker latency "
-            f"p50 {paced['latency_ms_p50']:.0f} ms p99 {paced['latency_ms_p99']:.0f} ms "
-            f"max {paced['latency_ms_max']} ms",
+            f"p50 {paced['latency_ms']['p50']:.0f} ms p99 {paced['latency_ms']['p99']:.0f} ms "
+            f"max {paced['latency_ms']['max']} ms",
             flush=True,
         )
     out.parent.mkdir(parents=True, exist_ok=True)

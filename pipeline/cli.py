@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,7 +27,7 @@ from pipeline.config import (
     WorkerSettings,
 )
 from pipeline.models import ModelError
-from schemas.models import Frame, Transaction
+from schemas.models import DeadLetter, Frame, Result, Transaction
 
 log = logging.getLogger("streaminfer")
 
@@ -131,7 +133,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
             events = iter_lending_club_transactions(args.count)
         else:
-            events = _take(iter_file_transactions(args.source), args.count)
+            events = itertools.islice(iter_file_transactions(args.source), args.count)
         topic, rate, label = args.topic or DEFAULT_TRANSACTIONS_TOPIC, args.rate, "transactions"
     report = asyncio.run(
         publish(
@@ -147,44 +149,43 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _take(items: Iterable[Transaction], count: int | None) -> Iterator[Transaction]:
-    return itertools.islice(items, count)
-
-
 def cmd_results(args: argparse.Namespace) -> int:
     from consumers.results_reader import read_dead_letters, read_results
 
+    stream: AsyncGenerator[Any, None]
+    if args.dead_letters:
+        stream = read_dead_letters(
+            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_DEAD_LETTER_TOPIC, follow=args.follow
+        )
+        show: Callable[[Any], str] = _dead_letter_line
+    else:
+        stream = read_results(
+            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_RESULTS_TOPIC, follow=args.follow
+        )
+        show = Result.model_dump_json if args.json else _result_line
+
     async def go() -> int:
         n = 0
-        if args.dead_letters:
-            stream = read_dead_letters(
-                bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_DEAD_LETTER_TOPIC,
-                follow=args.follow,
-            )
-            async for dl in stream:
-                print(json.dumps({
-                    "reason": dl.reason, "message": dl.message, "input": dl.input.model_dump(),
-                    "bytes": len(dl.original), "worker_id": dl.worker_id,
-                }), flush=True)
+        async with contextlib.aclosing(stream):
+            async for record in stream:
+                print(show(record), flush=True)
                 n += 1
-                if args.limit and n >= args.limit:
+                if n == args.limit:
                     break
-            return n
-        async for result in read_results(
-            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_RESULTS_TOPIC, follow=args.follow
-        ):
-            print(result.model_dump_json() if args.json else _result_line(result), flush=True)
-            n += 1
-            if args.limit and n >= args.limit:
-                break
         return n
 
-    n = asyncio.run(go())
-    print(f"{n} records", file=sys.stderr)
+    print(f"{asyncio.run(go())} records", file=sys.stderr)
     return 0
 
 
-def _result_line(result) -> str:  # type: ignore[no-untyped-def]
+def _dead_letter_line(dl: DeadLetter) -> str:
+    return json.dumps({
+        "reason": dl.reason, "message": dl.message, "input": dl.input.model_dump(),
+        "bytes": len(dl.original), "worker_id": dl.worker_id,
+    })
+
+
+def _result_line(result: Result) -> str:
     t = result.timings
     outputs = result.outputs
     if "labels" in outputs:

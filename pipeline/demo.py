@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from collections import Counter
 
 from aiokafka import AIOKafkaProducer
 
-from consumers.results_reader import read_dead_letters, read_results
+from consumers.results_reader import read_dead_letters, read_results, until
 from pipeline.broker import LocalBroker
 from pipeline.config import (
     DEFAULT_DEAD_LETTER_TOPIC,
@@ -31,6 +30,7 @@ from pipeline.config import (
     KafkaSettings,
     WorkerSettings,
 )
+from pipeline.latency import latency_summary_ms
 from pipeline.topics import create_topics, wait_for_group
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
@@ -112,7 +112,7 @@ async def _drive(bootstrap: str, transactions: int, frames: int, timeout_s: floa
     async with contextlib.aclosing(
         read_results(bootstrap=bootstrap, topic=DEFAULT_RESULTS_TOPIC, follow=True)
     ) as results:
-        async for result in _until(results, deadline):
+        async for result in until(results, deadline):
             if not result.event_id.startswith(ours):
                 continue
             per_worker[result.worker_id] += 1
@@ -126,29 +126,15 @@ async def _drive(bootstrap: str, transactions: int, frames: int, timeout_s: floa
     ) as letters:
         async for dl in letters:
             dead += dl.key == run.encode()
-    latencies.sort()
     return {
         "expected_results": expected,
         "results": len(latencies),
         "by_kind": dict(per_kind),
         "by_worker": dict(per_worker),
         "dead_letters": dead,
-        "pipeline_latency_ms": {
-            "p50": _pct(latencies, 0.50), "p95": _pct(latencies, 0.95), "max": latencies[-1] if latencies else None,
-        },
+        "pipeline_latency_ms": latency_summary_ms(latencies),
         "wall_s": round(time.monotonic() - t0, 1),
     }
-
-
-async def _until(stream, deadline: float):  # type: ignore[no-untyped-def]
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            yield await asyncio.wait_for(anext(stream), remaining)
-        except (StopAsyncIteration, TimeoutError):
-            return
 
 
 async def _publish_malformed(bootstrap: str, run: str) -> None:
@@ -162,14 +148,6 @@ async def _publish_malformed(bootstrap: str, run: str) -> None:
             )
     finally:
         await producer.stop()
-
-
-def _pct(values: list[int], q: float) -> int | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return int(statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1])
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> list[int]:

@@ -15,9 +15,9 @@ from schemas.errors import DecodeError
 from schemas.images import decode_pixels
 from schemas.models import Frame, InputKind, Transaction
 
-# ImageNet statistics, in RGB order
-_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# ImageNet statistics, in RGB order and pixel units
+_MEAN_PX = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+_STD_PX = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
 
 
 def frame_rgb(item: Frame | Transaction) -> np.ndarray:
@@ -46,7 +46,7 @@ def to_chw(rgb: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -
 
 def frame_to_tensor(item: Frame | Transaction, size: int) -> torch.Tensor:
     """Decode, resize to size x size, ImageNet-normalise: 3xHxW float32."""
-    return to_chw(resize_square(frame_rgb(item), size), _MEAN * 255, _STD * 255)
+    return to_chw(resize_square(frame_rgb(item), size), _MEAN_PX, _STD_PX)
 
 
 def top_k(logits: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:

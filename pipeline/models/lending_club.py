@@ -234,10 +234,6 @@ class LendingClubMLP(TorchModule):
             )
         return standardise(torch.tensor(item.features, dtype=torch.float64), self.mean, self.std)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return super().forward(batch)
-
     def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
         scores = torch.sigmoid(output.float().reshape(output.shape[0], -1)[:, 0])
         return [{"score": float(s)} for s in scores.tolist()]

@@ -3,26 +3,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TypeVar
 
-from consumers.results_reader import read_dead_letters, read_results
+from consumers.results_reader import read_dead_letters, read_results, until
 from schemas import DeadLetter, Result
 
 T = TypeVar("T")
 
 
-async def _collect(stream: AsyncIterator[T], count: int, timeout_s: float) -> list[T]:
+async def _collect(stream: AsyncGenerator[T, None], count: int, timeout_s: float) -> list[T]:
     got: list[T] = []
-    deadline = time.monotonic() + timeout_s
-    async with contextlib.aclosing(stream):  # type: ignore[type-var]
-        while len(got) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                got.append(await asyncio.wait_for(anext(stream), remaining))
-            except (StopAsyncIteration, TimeoutError):
+    async with contextlib.aclosing(stream):
+        async for item in until(stream, time.monotonic() + timeout_s):
+            got.append(item)
+            if len(got) >= count:
                 break
     return got
 

@@ -60,7 +60,7 @@ def test_inputs_round_trip_in_both_wire_formats(event: Frame | Transaction, cont
 def test_json_without_content_type_header_is_read_as_msgpack_and_rejected() -> None:
     raw = encode(make_tx(), JSON)
     err = decode_input(raw, None)
-    assert isinstance(err, DecodeError)
+    assert isinstance(err, DecodeError) and err.reason is Reason.NOT_MSGPACK
 
 
 def test_result_round_trips() -> None:
