@@ -198,7 +198,7 @@ class LocalBroker:
         classpath = f"{libs}/*"
         fmt = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", _cluster_id(), "-c", str(props), "--ignore-formatted"],
+             f"--cluster-id={_cluster_id()}", "-c", str(props), "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )
         if fmt.returncode != 0:
@@ -279,8 +279,15 @@ class LocalBroker:
 
 
 def _cluster_id() -> str:
-    # KRaft wants a base64url-encoded 16-byte UUID, 22 characters
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A base64url-encoded 16-byte UUID (22 characters), as KRaft wants.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with "-": the storage tool's
+    argument parser would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _reap(pid: int) -> None:

@@ -33,3 +33,11 @@ def test_single_node_settings_keep_internal_topics_at_replication_one(tmp_path: 
         "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
     ):
         assert line in props.splitlines()
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    from pipeline.broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]  # about 1 in 64 raw ids starts with "-"
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
