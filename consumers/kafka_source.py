@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
 
+from consumers.source import InputRecord, PartitionsCallback
 from pipeline.config import WorkerSettings
 
-
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-    timestamp_ms: int
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-
-PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+__all__ = ["InputRecord", "KafkaSource"]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -43,17 +27,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaSource:
     """Owns the ``AIOKafkaConsumer``. ``on_revoked`` is awaited before partitions move."""
 
-    def __init__(
-        self,
-        settings: WorkerSettings,
-        on_revoked: PartitionsCallback,
-        on_assigned: PartitionsCallback,
-    ) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self._settings = settings
-        self._listener = _Listener(on_revoked, on_assigned)
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def start(self) -> None:
+    async def start(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
         s = self._settings
         self._consumer = AIOKafkaConsumer(
             **s.client_kwargs(),
@@ -68,7 +46,7 @@ class KafkaSource:
             max_partition_fetch_bytes=max(1_048_576, s.max_payload_bytes + 65_536),
             isolation_level="read_committed",
         )
-        self._consumer.subscribe(s.input_topics, listener=self._listener)
+        self._consumer.subscribe(s.input_topics, listener=_Listener(on_revoked, on_assigned))
         await self._consumer.start()
 
     async def stop(self) -> None:
@@ -99,3 +77,16 @@ class KafkaSource:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
+
+    async def cluster_id(self) -> str:
+        """Ask the broker which cluster this is (a metadata request for no topics).
+
+        aiokafka's cluster metadata does not keep the id, so this goes through the
+        consumer's client: the one place that touches aiokafka internals.
+        """
+        client = self.consumer._client
+        node_id = client.get_random_node()
+        if node_id is None:
+            raise KafkaConnectionError("no broker of the cluster is known")
+        response = await client.send(node_id, MetadataRequest([]))
+        return str(response.to_object()["cluster_id"])

@@ -9,10 +9,12 @@ from typing import cast
 
 import torch
 
+from consumers.kafka_source import KafkaSource
 from pipeline.config import WorkerSettings
 from pipeline.models import Model, load_model, resolve_device
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats
+from producers.sinks import KafkaSink
 from schemas.models import InputKind
 
 log = logging.getLogger("streaminfer.worker")
@@ -39,7 +41,8 @@ def build_worker(settings: WorkerSettings) -> Worker:
         settings.results_topic,
         settings.dead_letter_topic,
     )
-    return Worker(settings, Runner(models, device))
+    sink = KafkaSink(settings.client_kwargs(), settings.worker_id, settings.max_payload_bytes)
+    return Worker(settings, Runner(models, device), KafkaSource(settings), sink)
 
 
 async def run_worker(settings: WorkerSettings) -> WorkerStats:

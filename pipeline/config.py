@@ -76,6 +76,9 @@ class WorkerSettings(KafkaSettings):
     max_frame_elements: int = Field(3840 * 2160 * 3, ge=1, description="width*height*channels")
     result_content_type: Literal["msgpack", "json"] = "msgpack"
     max_poll_interval_ms: int = Field(300_000, ge=1000)
+    broker_outage_deadline_s: float = Field(
+        300.0, gt=0, description="how long the worker rides out an unreachable cluster before it exits (code 3)"
+    )
     session_timeout_ms: int = Field(
         10_000, ge=3000, description="how soon the group notices a worker that died without leaving"
     )

@@ -1,14 +1,19 @@
 """Run a batch through the models in a dedicated thread; one outcome per item, in order.
 
 A batch may mix frames and transactions: items are grouped by kind, each group runs
-through its model, and outcomes are put back in input order. Whatever happens (a bad
-item, a model exception, a model returning the wrong number of rows) every item gets
-exactly one outcome: a result dict or a typed error that becomes a dead letter.
+through its model, and outcomes are put back in input order. Whatever happens every item
+gets exactly one outcome: a row of outputs or a typed error that becomes a dead letter.
+
+Poison isolation: when a model raises (or returns the wrong number of rows) on a batch,
+the batch is split in halves and each half retried, down to single items, so only the
+guilty items fail. A batch that runs out of memory is retried in halves too, and the
+largest size that ran is remembered as the model's ceiling for later batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +27,9 @@ from schemas.errors import DecodeError, Reason
 from schemas.models import Frame, InputKind, Transaction
 
 
+log = logging.getLogger("streaminfer.runner")
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     outputs: dict[str, Any] | None
@@ -30,6 +38,8 @@ class Outcome:
     model_version: str = ""
     inference_start_ms: int = 0
     inference_end_ms: int = 0
+    # the fields the model declares every row carries (checked when the result is built)
+    output_fields: tuple[str, ...] = ()
 
 
 def _wall_ms() -> int:
@@ -48,6 +58,8 @@ class Runner:
         self._clock_ms = clock_ms
         self._executor: ThreadPoolExecutor | None = None
         self._pin = device.type == "cuda"
+        # model name -> largest batch size that did not run out of memory
+        self._ceilings: dict[str, int] = {}
 
     def start(self) -> None:
         for model in self.models.values():
@@ -101,22 +113,45 @@ class Runner:
                 )
         if ok:
             start_ms = self._clock_ms()
-            try:
-                rows = self._infer(model, tensors)
-                error = None
-            except Exception as exc:
-                rows, error = None, self._error_for(model, exc)
+            rows = self._infer_isolating(model, tensors)
             end_ms = self._clock_ms()
-            for j, i in enumerate(ok):
+            for i, row in zip(ok, rows, strict=True):
+                error = row if isinstance(row, DecodeError) else None
+                outputs = None if error is not None else row
                 outcomes[i] = Outcome(
-                    rows[j] if rows is not None else None,
-                    error,
-                    model.name,
-                    model.version,
-                    start_ms,
-                    end_ms,
+                    outputs, error, model.name, model.version, start_ms, end_ms, tuple(model.output_fields)
                 )
         return outcomes  # type: ignore[return-value]
+
+    def _infer_isolating(self, model: Model, tensors: list[torch.Tensor]) -> list[Any]:
+        """One row or one ``DecodeError`` per tensor: failures are bisected down to the guilty items."""
+        ceiling = self._ceilings.get(model.name)
+        if ceiling is not None and len(tensors) > ceiling:
+            return [row for at in range(0, len(tensors), ceiling)
+                    for row in self._infer_isolating(model, tensors[at:at + ceiling])]
+        try:
+            return self._infer(model, tensors)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                self._release_cached_memory()
+                if len(tensors) == 1:
+                    return [DecodeError(Reason.MODEL_OUT_OF_MEMORY,
+                                        f"model {model.name!r} ran out of memory on one item: {exc}")]
+                self._ceilings[model.name] = len(tensors) // 2
+                log.warning("model %s ran out of memory on a batch of %d: batches are capped at %d from now on",
+                            model.name, len(tensors), len(tensors) // 2)
+            elif len(tensors) == 1:
+                return [self._error_for(model, exc)]
+            half = len(tensors) // 2
+            return self._infer_isolating(model, tensors[:half]) + self._infer_isolating(model, tensors[half:])
+
+    def ceiling(self, model_name: str) -> int | None:
+        """The largest batch this model is run with after running out of memory (None: no cap)."""
+        return self._ceilings.get(model_name)
+
+    def _release_cached_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _infer(self, model: Model, tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
         batch = torch.stack(tensors)
@@ -134,12 +169,6 @@ class Runner:
             raise _OutputMismatch(
                 f"model {model.name!r} postprocess gave {len(rows)} results for a batch of {len(tensors)}"
             )
-        for row in rows:
-            if not isinstance(row, dict) or any(field not in row for field in model.output_fields):
-                got = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise _OutputMismatch(
-                    f"model {model.name!r} declares outputs {list(model.output_fields)}, postprocess gave {got}"
-                )
         return rows
 
     @staticmethod
@@ -147,6 +176,16 @@ class Runner:
         if isinstance(exc, _OutputMismatch):
             return DecodeError(Reason.MODEL_OUTPUT_MISMATCH, str(exc))
         return DecodeError(Reason.MODEL_FAILED, f"model {model.name!r}: {type(exc).__name__}: {exc}")
+
+
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a RuntimeError of a failed (CPU or device) allocation."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MESSAGES)
 
 
 class _OutputMismatch(Exception):

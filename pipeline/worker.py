@@ -1,14 +1,21 @@
 """One worker: consume -> decode -> batch -> infer -> produce -> commit.
 
-Two tasks share the work: the consume loop decodes records and fills the batcher (and
-sends dead letters for bad input); the infer loop runs closed batches through the model
-and produces results. A bounded queue between them is the backpressure: when the model
-falls behind, the consume loop stops polling.
+Three tasks share the work. The consume loop polls the source, decodes each record and
+fills the batcher; a record that does not decode travels through the batcher too, as
+its dead letter to be, so every batch covers a contiguous run of each partition's
+offsets. The infer loop runs closed batches through the model and sends one outcome per
+record (``pipeline.outcomes``). The delivery loop awaits the broker's acks in batch
+order, replaces a record the broker refused with its dead letter, retries through an
+outage, and hands delivered offsets to the ``Checkpoint``, the one owner of commits.
+Bounded queues between the loops are the backpressure: when the model falls behind,
+the consume loop stops polling and records wait in Kafka, not in this process.
 
-Offsets are committed only after every outcome (result or dead letter) up to them has
-been acknowledged by the broker. On a rebalance, work already consumed is finished and
-committed before partitions move; anything consumed under the old assignment that is
-still in flight afterwards is dropped and replayed by the partition's next owner.
+On a rebalance, work already consumed is finished and committed before partitions
+move; anything consumed under the old assignment that is still in flight afterwards is
+dropped and replayed by the partition's next owner.
+
+Only the infrastructure ends a worker (``pipeline.exceptions``): the cluster gone past
+the outage deadline, credentials refused, the cluster id changed, or a bug.
 """
 
 from __future__ import annotations
@@ -20,22 +27,25 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
-from consumers.kafka_source import InputRecord, KafkaSource
+from consumers.source import InputRecord, Source
 from pipeline.batcher import Batch, Batcher
+from pipeline.checkpoint import Checkpoint, is_access_denied
 from pipeline.config import WorkerSettings
-from pipeline.offsets import OffsetTracker
+from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
+from pipeline.outage import Outage
+from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Runner
-from producers.sinks import DeadLetterSink, Delivery, ResultSink, make_producer
-from schemas.codec import decode_input
+from producers.sinks import Delivery, Sink, is_record_fault
 from schemas.errors import DecodeError
-from schemas.models import DeadLetter, Frame, InputRef, Result, Timings, Transaction
+from schemas.models import Frame, Transaction
 
 log = logging.getLogger("streaminfer.worker")
 
 _POLL_MS = 100
+_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
 
 
 def wall_ms() -> int:
@@ -45,9 +55,17 @@ def wall_ms() -> int:
 @dataclass(frozen=True, slots=True)
 class WorkItem:
     record: InputRecord
-    event: Frame | Transaction
+    event: Frame | Transaction | DecodeError
     received_ms: int
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch's outcomes on their way: one delivery future per outcome."""
+
+    items: tuple[WorkItem, ...]
+    outcomes: tuple[tuple[Outcome, Delivery], ...]
 
 
 @dataclass
@@ -56,8 +74,16 @@ class WorkerStats:
     dead_letters: int = 0
     batches: int = 0
     dropped_after_revoke: int = 0
+    produce_retries: int = 0
     partitions_seen: set[str] = field(default_factory=set)
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome.is_result:
+            self.results += 1
+        else:
+            self.dead_letters += 1
+            self.dead_letter_reasons[str(outcome.reason)] += 1
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -65,13 +91,10 @@ class WorkerStats:
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "dropped_after_revoke": self.dropped_after_revoke,
+            "produce_retries": self.produce_retries,
             "partitions_seen": sorted(self.partitions_seen),
             "dead_letter_reasons": dict(self.dead_letter_reasons),
         }
-
-
-def event_id(event: Frame | Transaction) -> str:
-    return event.id if isinstance(event, Transaction) else f"{event.stream_id}/{event.seq}"
 
 
 def poll_timeout_ms(deadline: float | None, now: float) -> int:
@@ -86,117 +109,113 @@ class Worker:
         self,
         settings: WorkerSettings,
         runner: Runner,
+        source: Source,
+        sink: Sink,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.runner = runner
+        self._source = source
+        self._sink = sink
         self._clock = clock
         self._batcher: Batcher[WorkItem] = Batcher(
             settings.max_batch_size, settings.max_batch_bytes, settings.max_wait_ms
         )
-        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._queue: asyncio.Queue[tuple[Batch[WorkItem], int]] = asyncio.Queue(
-            settings.queued_batches
+        self._outcomes = Outcomes(
+            results_topic=settings.results_topic,
+            dead_letter_topic=settings.dead_letter_topic,
+            worker_id=settings.worker_id,
+            content_type=settings.result_content_type,
+            limits=settings.limits,
         )
-        # batches whose results are sent, waiting for their acks; the model meanwhile runs
+        self._outage = Outage(settings.broker_outage_deadline_s, clock=clock)
+        self.checkpoint = Checkpoint(source, self._outage, settings.commit_interval_ms / 1000, clock)
+        self._queue: asyncio.Queue[tuple[Batch[WorkItem], int]] = asyncio.Queue(settings.queued_batches)
+        # batches whose outcomes are sent, waiting for their acks; the model meanwhile runs
         # the next batch, so broker round trips overlap inference
-        self._deliveries: asyncio.Queue[tuple[list[WorkItem], list[Delivery]]] = asyncio.Queue(
-            settings.queued_batches
-        )
+        self._deliveries: asyncio.Queue[Sent] = asyncio.Queue(settings.queued_batches)
         self._generation = 0
-        self._commit_lock = asyncio.Lock()
-        self._last_commit = clock()
         self.stats = WorkerStats()
-        self._source: KafkaSource | None = None
-        self._results: ResultSink | None = None
-        self._dead_letters: DeadLetterSink | None = None
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until ``stop`` is set; then finish in-flight work, commit and leave the group."""
-        producer: AIOKafkaProducer = make_producer(self.settings)
-        self._results = ResultSink(producer, self.settings.results_topic, self.settings.result_content_type)
-        self._dead_letters = DeadLetterSink(producer, self.settings.dead_letter_topic)
-        self._source = KafkaSource(self.settings, self._on_revoked, self._on_assigned)
         self.runner.start()
-        await producer.start()
         try:
-            await self._source.start()
+            await self._sink.start()
             try:
-                async with asyncio.TaskGroup() as tasks:
-                    infer = tasks.create_task(self._infer_loop(), name="infer")
-                    deliver = tasks.create_task(self._delivery_loop(), name="deliver")
-                    await self._consume_loop(stop)
-                    await self._finish_in_flight()
-                    infer.cancel()
-                    deliver.cancel()
-                await self._commit()
+                await self._source.start(self._on_revoked, self._on_assigned)
+                try:
+                    await self.checkpoint.begin()
+                    await self._run_loops(stop)
+                    await self.checkpoint.commit()
+                finally:
+                    await self._source.stop()
             finally:
-                await self._source.stop()
+                await self._sink.stop()
         finally:
-            await producer.stop()
             self.runner.stop()
         log.info("worker %s stopped: %s", self.settings.worker_id, self.stats.as_dict())
         return self.stats
 
+    async def _run_loops(self, stop: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                infer = tasks.create_task(self._infer_loop(), name="infer")
+                deliver = tasks.create_task(self._delivery_loop(), name="deliver")
+                await self._consume_loop(stop)
+                await self._finish_in_flight()
+                infer.cancel()
+                deliver.cancel()
+        except BaseExceptionGroup as group:
+            # one clear reason to stop, not a group of tracebacks
+            raise _first(group) from None
+
     # -- consume side -------------------------------------------------------------
 
     async def _consume_loop(self, stop: asyncio.Event) -> None:
-        assert self._source is not None
         # one window per poll: records wait in Kafka, not in this process, when the model is behind
         max_records = self.settings.max_batch_size
         while not stop.is_set():
+            self._raise_if_fatal()
             timeout = poll_timeout_ms(self._batcher.deadline(), self._clock())
-            records = await self._source.poll(timeout, max_records)
+            records = await self._poll(timeout, max_records)
             generation = self._generation
-            deliveries: list[tuple[InputRecord, Delivery]] = []
             for record in records:
                 if generation != self._generation:
                     break  # a rebalance ran meanwhile: the rest is replayed by the new owner
-                self._offsets.track(record.tp, record.offset)
-                event = decode_input(record.value, record.headers, self.settings.limits)
-                if isinstance(event, DecodeError):
-                    deliveries.append((record, await self._send_dead_letter(record, event)))
-                    continue
-                item = WorkItem(record, event, wall_ms(), generation)
+                self.checkpoint.track(record.tp, record.offset)
+                item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
                 for closed in self._batcher.add(item, len(record.value or b""), self._clock()):
                     await self._enqueue(closed)
             if (expired := self._batcher.poll(self._clock())) is not None:
                 await self._enqueue(expired)
-            if deliveries:
-                await asyncio.gather(*(d for _, d in deliveries))
-                if generation == self._generation:
-                    for record, _ in deliveries:
-                        self._offsets.done(record.tp, record.offset)
-            await self._commit(force=False)
+
+    async def _poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
+        try:
+            records = await self._source.poll(timeout_ms, max_records)
+        except KafkaError as exc:
+            if is_access_denied(exc):
+                raise KafkaAccessDenied(exc) from exc
+            self._outage.failed(exc)
+            await asyncio.sleep(_RETRY_BACKOFF_S[0])
+            return []
+        return records
+
+    def _raise_if_fatal(self) -> None:
+        if self.checkpoint.fatal is not None:
+            raise self.checkpoint.fatal
+        if self._outage.expired():
+            raise BrokerUnavailable(self._outage.seconds(), self._outage.last_error)
 
     async def _enqueue(self, batch: Batch[WorkItem]) -> None:
         await self._queue.put((batch, wall_ms()))
 
     async def _finish_in_flight(self) -> None:
         """Close the open window and wait until everything consumed so far is delivered."""
-        await self._flush_window()
-        await self._queue.join()
-        await self._deliveries.join()
-
-    async def _flush_window(self) -> None:
         if (batch := self._batcher.flush(self._clock())) is not None:
             await self._enqueue(batch)
-
-    async def _send_dead_letter(self, record: InputRecord, error: DecodeError) -> Delivery:
-        assert self._dead_letters is not None
-        self.stats.dead_letters += 1
-        self.stats.dead_letter_reasons[str(error.reason)] += 1
-        log.debug("dead letter %s:%d@%d: %s", record.topic, record.partition, record.offset, error)
-        return await self._dead_letters.send(
-            DeadLetter(
-                original=record.value or b"",
-                reason=error.reason,
-                message=error.message,
-                input=InputRef(topic=record.topic, partition=record.partition, offset=record.offset),
-                key=record.key,
-                worker_id=self.settings.worker_id,
-            )
-        )
+        await self._queue.join()
+        await self._deliveries.join()
 
     # -- infer side ---------------------------------------------------------------
 
@@ -209,87 +228,110 @@ class Worker:
                 self._queue.task_done()
 
     async def _process(self, batch: Batch[WorkItem], closed_ms: int) -> None:
-        assert self._results is not None
-        live = [it for it in batch.items if it.generation == self._generation]
+        live = tuple(it for it in batch.items if it.generation == self._generation)
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         if not live:
             return
-        outcomes = await self.runner.run([it.event for it in live])
-        deliveries: list[Delivery] = []
-        for item, outcome in zip(live, outcomes, strict=True):
-            rec = item.record
-            if outcome.error is not None:
-                deliveries.append(await self._send_dead_letter(rec, outcome.error))
-                continue
-            assert outcome.outputs is not None
-            # built from values this worker made itself: no need to validate them again
-            result = Result.model_construct(
-                key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
-                kind=item.event.kind,
-                input=InputRef.model_construct(topic=rec.topic, partition=rec.partition, offset=rec.offset),
-                event_id=event_id(item.event),
-                model_name=outcome.model_name,
-                model_version=outcome.model_version,
-                outputs=outcome.outputs,
-                timings=Timings.model_construct(
-                    event_ms=item.event.event_time_ms,
-                    received_ms=item.received_ms,
-                    batch_closed_ms=closed_ms,
-                    inference_start_ms=outcome.inference_start_ms,
-                    inference_end_ms=outcome.inference_end_ms,
-                    produced_ms=wall_ms(),
-                ),
-                batch_size=len(live),
-                worker_id=self.settings.worker_id,
-            )
-            deliveries.append(await self._results.send(result, rec.key))
-            self.stats.results += 1
-        await self._deliveries.put((live, deliveries))
+        decoded = [it for it in live if not isinstance(it.event, DecodeError)]
+        inferences = iter(await self.runner.run([it.event for it in decoded]) if decoded else ())  # type: ignore[misc]
+        outcomes: list[Outcome] = []
+        for item in live:
+            if isinstance(item.event, DecodeError):
+                outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
+            else:
+                outcomes.append(self._outcomes.result(
+                    item.record, item.event, next(inferences),
+                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=wall_ms(),
+                    batch_size=len(decoded),
+                ))
+        sent = [(outcome, await self._sink.send(outcome.record)) for outcome in outcomes]
+        await self._deliveries.put(Sent(live, tuple(sent)))
+
+    # -- delivery side --------------------------------------------------------------
 
     async def _delivery_loop(self) -> None:
+        # when no batch comes, still commit what is delivered (e.g. after a failed commit)
+        idle_s = max(self.settings.commit_interval_ms / 1000, 0.2)
         while True:
-            items, deliveries = await self._deliveries.get()
             try:
-                # a failed delivery raises here and stops the worker before it is committed
-                await asyncio.gather(*deliveries)
+                sent = await asyncio.wait_for(self._deliveries.get(), idle_s)
+            except TimeoutError:
+                await self.checkpoint.commit(force=False)
+                continue
+            try:
+                for outcome, delivery in sent.outcomes:
+                    self.stats.count(await self._delivered(outcome, delivery))
                 self.stats.batches += 1
-                if all(it.generation == self._generation for it in items):
-                    for item in items:
-                        self._offsets.done(item.record.tp, item.record.offset)
-                await self._commit(force=False)
+                if all(it.generation == self._generation for it in sent.items):
+                    for item in sent.items:
+                        self.checkpoint.done(item.record.tp, item.record.offset)
+                await self.checkpoint.commit(force=False)
             finally:
                 self._deliveries.task_done()
 
-    # -- offsets and rebalancing ----------------------------------------------------
+    async def _delivered(self, outcome: Outcome, delivery: Delivery) -> Outcome:
+        """Wait for ``outcome``'s ack; return what was finally delivered for its input.
 
-    async def _commit(self, force: bool = True) -> None:
-        """Commit delivered offsets; unforced commits happen at most every commit_interval_ms."""
-        assert self._source is not None
-        if not force and self._clock() - self._last_commit < self.settings.commit_interval_ms / 1000:
-            return
-        async with self._commit_lock:
-            self._last_commit = self._clock()
-            offsets = self._offsets.committable()
-            if not offsets:
-                return
+        A record the broker refuses is replaced by its dead letter (and a refused dead
+        letter by one without the original). Anything else is the infrastructure's:
+        the record is sent again until the outage deadline.
+        """
+        refusals = 0
+        attempt = 0
+        while True:
             try:
-                await self._source.commit(offsets)
-            except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-                # the group moved on; the new owner replays from the last committed offset
-                log.warning("commit of %s failed: %s", offsets, exc)
-                return
-            self._offsets.mark_committed(offsets)
+                await delivery
+                self._outage.ok()
+                return outcome
+            except KafkaError as exc:
+                if is_record_fault(exc) and refusals < 2:
+                    refusals += 1
+                    log.warning("%s:%d@%d: %s", outcome.source.topic, outcome.source.partition,
+                                outcome.source.offset, exc)
+                    outcome = self._outcomes.refused(outcome, exc)
+                elif is_access_denied(exc):
+                    raise KafkaAccessDenied(exc) from exc
+                elif is_record_fault(exc):
+                    raise WorkerExit(
+                        f"the dead-letter topic {outcome.record.topic!r} refuses even a dead letter "
+                        f"without its original: {exc}"
+                    ) from exc
+                else:
+                    self._outage.failed(exc)
+                    if self._outage.expired():
+                        raise BrokerUnavailable(self._outage.seconds(), exc) from exc
+                    self.stats.produce_retries += 1
+                    await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+                    attempt += 1
+            delivery = await self._sink.send(outcome.record)
+
+    # -- rebalancing ----------------------------------------------------------------
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("worker %s: partitions revoked: %s", self.settings.worker_id, _names(revoked))
         await self._finish_in_flight()
-        await self._commit()
+        await self.checkpoint.commit()
         self._generation += 1
-        self._offsets.forget(revoked)
+        self.checkpoint.forget(revoked)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("worker %s: partitions assigned: %s", self.settings.worker_id, _names(assigned))
         self.stats.partitions_seen.update(_names(assigned))
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    """The exception that ended a task group: a WorkerExit if there is one, else the first."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, WorkerExit)), leaves[0])
 
 
 def _names(tps: set[TopicPartition]) -> list[str]:

@@ -1,56 +1,96 @@
 """Where outcomes go: results and dead letters, over one idempotent producer.
 
-``send`` returns the delivery future; the worker awaits every future of a batch before
-it commits the batch's input offsets (at-least-once).
+``Sink.send`` never raises: it returns the delivery future, and a record the producer
+refuses at once (too large, buffer timeout) comes back as an already-failed future. The
+worker awaits every future of a batch before it commits the batch's input offsets
+(at-least-once), and decides per failure whether it is the record's fault (its dead
+letter) or the infrastructure's (retry until a deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-
-from pipeline.config import WorkerSettings
-from schemas.codec import JSON, MSGPACK, content_type_headers, dead_letter_headers, encode
-from schemas.models import DeadLetter, Result
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 Delivery = asyncio.Future[Any]
 
+# the producer's request limit leaves this much room above the largest payload for
+# the key, headers and record framing
+RECORD_OVERHEAD_BYTES = 65_536
 
-def make_producer(settings: WorkerSettings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **settings.client_kwargs(),
-        client_id=settings.worker_id,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=2,
-        max_request_size=max(1_048_576, settings.max_payload_bytes + 65_536),
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to produce: a result or a dead letter."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Sink(Protocol):
+    """What the worker produces through. ``send`` returns the delivery future and never raises."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, record: OutRecord) -> Delivery: ...
+
+
+def is_record_fault(exc: BaseException) -> bool:
+    """True when the record itself was refused (its size or content): retrying cannot help."""
+    return isinstance(
+        exc, MessageSizeTooLargeError | RecordTooLargeError | RecordListTooLargeError | CorruptRecordException
     )
 
 
-class ResultSink:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, content_type: str = MSGPACK) -> None:
-        self._producer = producer
-        self.topic = topic
-        self._content_type = JSON if content_type in ("json", JSON) else MSGPACK
-        self._headers = content_type_headers(self._content_type)
+def max_request_bytes(max_payload_bytes: int) -> int:
+    return max(1_048_576, max_payload_bytes + RECORD_OVERHEAD_BYTES)
 
-    async def send(self, result: Result, key: bytes | None) -> Delivery:
-        return await self._producer.send(
-            self.topic, encode(result, self._content_type), key=key, headers=self._headers
+
+class KafkaSink:
+    """One idempotent ``AIOKafkaProducer`` (acks=all) for results and dead letters."""
+
+    def __init__(self, client_kwargs: dict[str, Any], client_id: str, max_payload_bytes: int) -> None:
+        self._kwargs = dict(
+            client_kwargs,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_request_size=max_request_bytes(max_payload_bytes),
         )
+        self._producer: AIOKafkaProducer | None = None
 
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(**self._kwargs)
+        await self._producer.start()
 
-class DeadLetterSink:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self.topic = topic
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
-    async def send(self, dead_letter: DeadLetter) -> Delivery:
-        return await self._producer.send(
-            self.topic,
-            dead_letter.original,
-            key=dead_letter.key,
-            headers=dead_letter_headers(dead_letter),
-        )
+    async def send(self, record: OutRecord) -> Delivery:
+        if self._producer is None:
+            raise RuntimeError("KafkaSink.start() was not called")
+        try:
+            return await self._producer.send(
+                record.topic, record.value, key=record.key, headers=list(record.headers)
+            )
+        except KafkaError as exc:  # refused before it was queued: deliver the failure like a late one
+            failed: Delivery = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed

@@ -144,17 +144,28 @@ DLQ_TOPIC = "streaminfer-source-topic"
 DLQ_PARTITION = "streaminfer-source-partition"
 DLQ_OFFSET = "streaminfer-source-offset"
 DLQ_WORKER = "streaminfer-worker-id"
+DLQ_ORIGINAL_SIZE = "streaminfer-original-size"
+DLQ_ORIGINAL_SHA256 = "streaminfer-original-sha256"
+DLQ_TRUNCATED = "streaminfer-truncated"
+_DLQ_MESSAGE_MAX_BYTES = 4096
 
 
 def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
-    return [
+    headers = [
         (DLQ_REASON, dl.reason.encode()),
-        (DLQ_MESSAGE, dl.message.encode("utf-8", "replace")[:4096]),
+        (DLQ_MESSAGE, dl.message.encode("utf-8", "replace")[:_DLQ_MESSAGE_MAX_BYTES]),
         (DLQ_TOPIC, dl.input.topic.encode()),
         (DLQ_PARTITION, str(dl.input.partition).encode()),
         (DLQ_OFFSET, str(dl.input.offset).encode()),
         (DLQ_WORKER, dl.worker_id.encode()),
     ]
+    if dl.original_size is not None:
+        headers.append((DLQ_ORIGINAL_SIZE, str(dl.original_size).encode()))
+    if dl.original_sha256 is not None:
+        headers.append((DLQ_ORIGINAL_SHA256, dl.original_sha256.encode()))
+    if dl.truncated:
+        headers.append((DLQ_TRUNCATED, b"true"))
+    return headers
 
 
 def dead_letter_from_record(
@@ -172,4 +183,7 @@ def dead_letter_from_record(
         },
         key=key,
         worker_id=h.get(DLQ_WORKER, ""),
+        original_size=int(h[DLQ_ORIGINAL_SIZE]) if DLQ_ORIGINAL_SIZE in h else None,
+        original_sha256=h.get(DLQ_ORIGINAL_SHA256),
+        truncated=h.get(DLQ_TRUNCATED) == "true",
     )

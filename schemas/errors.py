@@ -20,6 +20,11 @@ class Reason(StrEnum):
     PREPROCESS_FAILED = "preprocess_failed"
     MODEL_FAILED = "model_failed"
     MODEL_OUTPUT_MISMATCH = "model_output_mismatch"
+    MODEL_OUT_OF_MEMORY = "model_out_of_memory"
+    INVALID_OUTPUT = "invalid_output"
+    RESULT_ENCODING_FAILED = "result_encoding_failed"
+    RESULT_REJECTED = "result_rejected"
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# Kafka timestamps and offsets are signed 64-bit: larger integers cannot travel in a result
+INT64_MAX = 2**63 - 1
+
+
 class FrameEncoding(StrEnum):
     JPEG = "jpeg"
     PNG = "png"
@@ -27,8 +31,8 @@ class _Wire(BaseModel):
 class Frame(_Wire):
     kind: Literal["frame"] = "frame"
     stream_id: str = Field(min_length=1, max_length=256)
-    seq: int = Field(ge=0)
-    captured_at_ms: int = Field(ge=0, description="capture time, Unix epoch milliseconds")
+    seq: int = Field(ge=0, le=INT64_MAX)
+    captured_at_ms: int = Field(ge=0, le=INT64_MAX, description="capture time, Unix epoch milliseconds")
     encoding: FrameEncoding
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -48,7 +52,7 @@ class Transaction(_Wire):
     kind: Literal["transaction"] = "transaction"
     id: str = Field(min_length=1, max_length=128)
     account_id: str = Field(min_length=1, max_length=128)
-    timestamp_ms: int = Field(ge=0, description="event time, Unix epoch milliseconds")
+    timestamp_ms: int = Field(ge=0, le=INT64_MAX, description="event time, Unix epoch milliseconds")
     amount: float = Field(ge=0, allow_inf_nan=False)
     currency: str = Field(min_length=3, max_length=3)
     merchant_id: str = Field(default="", max_length=128)
@@ -103,7 +107,11 @@ class Result(_Wire):
 
 
 class DeadLetter(_Wire):
-    """A message the worker could not turn into a result. Published with the original bytes."""
+    """A message the worker could not turn into a result. Published with the original bytes.
+
+    An original larger than the worker's payload limit travels truncated to that limit:
+    ``truncated`` is set and ``original_size``/``original_sha256`` describe the whole of it.
+    """
 
     original: bytes
     reason: str
@@ -111,3 +119,6 @@ class DeadLetter(_Wire):
     input: InputRef
     key: bytes | None = None
     worker_id: str = ""
+    original_size: int | None = None
+    original_sha256: str | None = None
+    truncated: bool = False

@@ -95,7 +95,39 @@ class _WrongCount(TransactionMLP):
 
 class _Explodes(TransactionMLP):
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("CUDA out of memory (simulated)")
+        raise RuntimeError("the model is broken (simulated)")
+
+
+class _PoisonAmount(TransactionMLP):
+    """Raises on any batch holding a transaction of amount 666: the poison item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(batch))
+        if (batch == 666.0).any():
+            raise ValueError("cannot score 666")
+        return super().forward(batch)
+
+    def preprocess(self, item: Transaction) -> torch.Tensor:  # type: ignore[override]
+        t = super().preprocess(item)
+        return torch.full_like(t, 666.0) if item.amount == 666 else t
+
+
+class _NeedsSmallBatches(TransactionMLP):
+    """Runs out of memory on batches larger than 8, like a GPU would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(batch))
+        if len(batch) > 8:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return super().forward(batch)
 
 
 def test_model_returning_the_wrong_number_of_outputs_fails_every_item_with_its_name() -> None:
@@ -103,7 +135,43 @@ def test_model_returning_the_wrong_number_of_outputs_fails_every_item_with_its_n
     assert len(outcomes) == 4
     for o in outcomes:
         assert o.error is not None and o.error.reason is Reason.MODEL_OUTPUT_MISMATCH
-        assert "txn-mlp" in o.error.message and "3 results for a batch of 4" in o.error.message
+        # bisected down to single items, each of which still comes back without its row
+        assert "txn-mlp" in o.error.message and "0 results for a batch of 1" in o.error.message
+
+
+def test_one_raising_item_in_a_batch_of_32_fails_alone_and_the_rest_get_results() -> None:
+    model = _PoisonAmount()
+    items = [tx(i, amount=666 if i == 13 else 10.0 + i) for i in range(32)]
+    outcomes = Runner({"transaction": model}, CPU).run_sync(items)
+    failed = [i for i, o in enumerate(outcomes) if o.error is not None]
+    assert failed == [13]
+    assert outcomes[13].error.reason is Reason.MODEL_FAILED and "cannot score 666" in outcomes[13].error.message  # type: ignore[union-attr]
+    # the good items' scores equal a clean run's
+    clean = Runner({"transaction": TransactionMLP()}, CPU).run_sync(items[:13] + items[14:])
+    assert [o.outputs for i, o in enumerate(outcomes) if i != 13] == [o.outputs for o in clean]
+    # 32 -> 16+16 -> the guilty half splits down to 1: log2(32) levels, not 32 single calls
+    assert model.calls[0] == 32 and len(model.calls) <= 2 * 5 + 1
+
+
+def test_out_of_memory_retries_smaller_and_remembers_the_ceiling() -> None:
+    model = _NeedsSmallBatches()
+    runner = Runner({"transaction": model}, CPU)
+    first = runner.run_sync([tx(i) for i in range(32)])
+    assert all(o.error is None for o in first)
+    assert runner.ceiling("txn-mlp") == 8
+    model.calls.clear()
+    second = runner.run_sync([tx(i) for i in range(20)])
+    assert all(o.error is None for o in second)
+    assert model.calls == [8, 8, 4]  # no second failed attempt at the full size
+
+
+def test_out_of_memory_on_a_single_item_is_that_items_error() -> None:
+    class _AlwaysOOM(TransactionMLP):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    outcomes = Runner({"transaction": _AlwaysOOM()}, CPU).run_sync([tx(1), tx(2)])
+    assert [o.error.reason for o in outcomes if o.error] == [Reason.MODEL_OUT_OF_MEMORY] * 2
 
 
 def test_model_exception_becomes_one_error_per_item() -> None:
@@ -167,8 +235,8 @@ class _WrongKeys(TransactionMLP):
         return [{"probability": r["score"]} for r in super().postprocess(output)]
 
 
-def test_rows_missing_a_declared_output_field_are_a_mismatch() -> None:
+def test_rows_carry_the_declared_fields_for_the_result_check() -> None:
+    # the runner passes rows on; pipeline.outcomes turns a row lacking a field into invalid_output
     outcomes = Runner({"transaction": _WrongKeys()}, CPU).run_sync([tx(1), tx(2)])
     for o in outcomes:
-        assert o.error is not None and o.error.reason is Reason.MODEL_OUTPUT_MISMATCH
-        assert "declares outputs ['score']" in o.error.message
+        assert o.error is None and o.output_fields == ("score",) and "score" not in (o.outputs or {})

@@ -1,0 +1,51 @@
+"""What the worker consumes from: records in, commits out, a rebalance hook.
+
+``KafkaSource`` is the real one; ``consumers.testing.MemorySource`` is an in-memory fake
+behind the same protocol, for testing the worker loop without a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp_ms: int
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class Source(Protocol):
+    """One member of a consumer group with manual commits.
+
+    ``on_revoked`` is awaited before partitions move to another member; ``commit`` takes
+    Kafka's convention (the offset of the *next* record to read).
+    """
+
+    async def start(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]: ...
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+    async def cluster_id(self) -> str:
+        """The id of the cluster this source is connected to now (asks the broker)."""
+        ...

@@ -1,0 +1,120 @@
+"""The one owner of input offset commits.
+
+An offset is committed only when the outcome of every record up to it has been
+delivered (``done``), contiguously per partition, and only into the cluster the worker
+started on: before each commit the cluster id is asked again, so offsets read from one
+cluster are never written into another (a wiped and restarted broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    RebalanceInProgressError,
+)
+
+from consumers.source import Source
+from pipeline.exceptions import BrokerUnavailable, ClusterChanged, KafkaAccessDenied, WorkerExit
+from pipeline.offsets import OffsetTracker
+from pipeline.outage import Outage
+
+log = logging.getLogger("streaminfer.worker")
+
+# the group moved on: the partition's new owner replays from the last committed offset
+_GROUP_MOVED = (CommitFailedError, IllegalStateError, RebalanceInProgressError)
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return "Authorization" in name or "Authentication" in name or name == "SaslAuthenticationFailed"
+
+
+class Checkpoint:
+    def __init__(
+        self,
+        source: Source,
+        outage: Outage,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._outage = outage
+        self._interval_s = interval_s
+        self._clock = clock
+        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._lock = asyncio.Lock()
+        self._last_commit = clock()
+        self.cluster_id: str | None = None
+        # set when committing must stop the worker; the worker loop raises it
+        self.fatal: WorkerExit | None = None
+        self.commits = 0
+
+    async def begin(self) -> None:
+        """Learn the cluster id, waiting out an outage up to the outage deadline."""
+        while self.cluster_id is None:
+            try:
+                self.cluster_id = await self._source.cluster_id()
+                self._outage.ok()
+            except KafkaError as exc:
+                self._failed(exc)
+                if self.fatal is not None:
+                    raise self.fatal from exc
+                if self._outage.expired():
+                    raise BrokerUnavailable(self._outage.seconds(), exc) from exc
+                await asyncio.sleep(1.0)
+
+    def track(self, tp: TopicPartition, offset: int) -> None:
+        self._offsets.track(tp, offset)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        self._offsets.done(tp, offset)
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        self._offsets.forget(tps)
+
+    def pending(self) -> int:
+        return self._offsets.pending()
+
+    async def commit(self, force: bool = True) -> None:
+        """Commit delivered offsets; unforced commits happen at most every ``interval_s``."""
+        if not force and self._clock() - self._last_commit < self._interval_s:
+            return
+        async with self._lock:
+            self._last_commit = self._clock()
+            offsets = self._offsets.committable()
+            if not offsets or self.fatal is not None:
+                return
+            try:
+                found = await self._source.cluster_id()
+                if found != self.cluster_id:
+                    self.fatal = ClusterChanged(str(self.cluster_id), found)
+                    log.error("%s", self.fatal)
+                    return
+                await self._source.commit(offsets)
+            except _GROUP_MOVED as exc:
+                log.warning("commit of %s failed, the group moved on: %s", _names(offsets), exc)
+                return
+            except KafkaError as exc:
+                self._failed(exc)  # offsets stay pending: the next commit carries them
+                return
+            self._outage.ok()
+            self._offsets.mark_committed(offsets)
+            self.commits += 1
+
+    def _failed(self, exc: KafkaError) -> None:
+        if is_access_denied(exc):
+            self.fatal = KafkaAccessDenied(exc)
+            return
+        self._outage.failed(exc)
+
+
+def _names(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}:{tp.partition}@{off}" for tp, off in sorted(offsets.items()))

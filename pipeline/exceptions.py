@@ -1,0 +1,45 @@
+"""Why a worker stops on its own. Each carries the exit code the CLI returns.
+
+Only the infrastructure ends a worker; a bad input never does (it becomes a dead
+letter). Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 a bug in the worker (traceback),
+2 bad configuration or model file, 3 broker unreachable past the deadline,
+4 authentication or authorization refused, 5 the cluster changed under the worker.
+"""
+
+from __future__ import annotations
+
+
+class WorkerExit(Exception):
+    """The worker cannot go on; ``exit_code`` says why to whoever runs it."""
+
+    exit_code = 1
+
+
+class BrokerUnavailable(WorkerExit):
+    exit_code = 3
+
+    def __init__(self, seconds: float, cause: BaseException | None) -> None:
+        super().__init__(
+            f"the Kafka cluster has been unreachable for {seconds:.0f}s "
+            f"(last error: {type(cause).__name__ if cause else 'none'}: {cause}); giving up"
+        )
+        self.seconds = seconds
+
+
+class KafkaAccessDenied(WorkerExit):
+    exit_code = 4
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"Kafka refused this worker's credentials or permissions: {type(cause).__name__}: {cause}")
+
+
+class ClusterChanged(WorkerExit):
+    exit_code = 5
+
+    def __init__(self, expected: str, found: str) -> None:
+        super().__init__(
+            f"the Kafka cluster id changed from {expected!r} to {found!r}: refusing to commit offsets "
+            "read from one cluster into another (restart the worker to start on the new cluster)"
+        )
+        self.expected = expected
+        self.found = found

@@ -1,0 +1,187 @@
+"""One input record, one outcome: a result or a dead letter, ready to produce.
+
+This is the single home of "failures stay with their item". Every step after the poll
+that can fail because of one record runs here and turns the failure into that record's
+dead letter with a reason: decoding, output validation (declared fields present, every
+number finite), result encoding, and a record the producer or broker refused. Nothing
+in this module raises for a bad input, and it does no I/O.
+
+A dead letter carries the original bytes for replay, cut to ``max_original_bytes`` (the
+worker's payload limit, which its producer can always send); a cut original is marked
+truncated and keeps its full size and SHA-256 in headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from consumers.source import InputRecord
+from pipeline.runner import Outcome as Inference
+from producers.sinks import OutRecord
+from schemas.codec import Limits, content_type_headers, dead_letter_headers, decode_input, encode
+from schemas.errors import DecodeError, Reason
+from schemas.models import DeadLetter, Frame, InputRef, Result, Timings, Transaction
+
+log = logging.getLogger("streaminfer.outcomes")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one input record became. ``reason`` is None for a result."""
+
+    source: InputRecord
+    record: OutRecord
+    reason: str | None = None
+
+    @property
+    def is_result(self) -> bool:
+        return self.reason is None
+
+
+def event_id(event: Frame | Transaction) -> str:
+    return event.id if isinstance(event, Transaction) else f"{event.stream_id}/{event.seq}"
+
+
+class Outcomes:
+    """Builds the outcome records of one worker: where they go and how they are encoded."""
+
+    def __init__(
+        self,
+        *,
+        results_topic: str,
+        dead_letter_topic: str,
+        worker_id: str,
+        content_type: str,
+        limits: Limits,
+    ) -> None:
+        self.results_topic = results_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.worker_id = worker_id
+        self.limits = limits
+        self._content_type = content_type
+        self._result_headers = tuple(content_type_headers(content_type))
+
+    # -- in ------------------------------------------------------------------------
+
+    def decode(self, record: InputRecord) -> Frame | Transaction | DecodeError:
+        """The record's event, or why it is not one. A codec bug on one input stays with that input."""
+        try:
+            return decode_input(record.value, record.headers, self.limits)
+        except Exception as exc:
+            log.exception("decoding %s:%d@%d raised", record.topic, record.partition, record.offset)
+            return DecodeError(Reason.INTERNAL_ERROR, f"decoding raised {type(exc).__name__}: {exc}")
+
+    # -- out -----------------------------------------------------------------------
+
+    def result(
+        self,
+        source: InputRecord,
+        event: Frame | Transaction,
+        inference: Inference,
+        *,
+        received_ms: int,
+        closed_ms: int,
+        produced_ms: int,
+        batch_size: int,
+    ) -> Outcome:
+        """The result of one inference, or the dead letter saying why there is none."""
+        if inference.error is not None:
+            return self.dead_letter(source, inference.error.reason, inference.error.message)
+        problem = invalid_output(inference.outputs, inference.output_fields)
+        if problem is not None:
+            return self.dead_letter(
+                source, Reason.INVALID_OUTPUT, f"model {inference.model_name!r}: {problem}"
+            )
+        assert inference.outputs is not None
+        # built from values this worker made itself: no need to validate them again
+        result = Result.model_construct(
+            key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+            kind=event.kind,
+            input=InputRef.model_construct(topic=source.topic, partition=source.partition, offset=source.offset),
+            event_id=event_id(event),
+            model_name=inference.model_name,
+            model_version=inference.model_version,
+            outputs=inference.outputs,
+            timings=Timings.model_construct(
+                event_ms=event.event_time_ms,
+                received_ms=received_ms,
+                batch_closed_ms=closed_ms,
+                inference_start_ms=inference.inference_start_ms,
+                inference_end_ms=inference.inference_end_ms,
+                produced_ms=produced_ms,
+            ),
+            batch_size=batch_size,
+            worker_id=self.worker_id,
+        )
+        try:
+            value = encode(result, self._content_type)
+        except Exception as exc:
+            return self.dead_letter(
+                source, Reason.RESULT_ENCODING_FAILED, f"result could not be encoded: {type(exc).__name__}: {exc}"
+            )
+        return Outcome(source, OutRecord(self.results_topic, value, source.key, self._result_headers))
+
+    def dead_letter(self, source: InputRecord, reason: str, message: str, *, keep_original: bool = True) -> Outcome:
+        """The dead letter of ``source``: its original bytes (cut to the limit) and why."""
+        original = source.value or b""
+        limit = self.limits.max_payload_bytes if keep_original else 0
+        truncated = len(original) > limit
+        dl = DeadLetter.model_construct(
+            original=original[:limit] if truncated else original,
+            reason=str(reason),
+            message=message,
+            input=InputRef.model_construct(topic=source.topic, partition=source.partition, offset=source.offset),
+            key=source.key,
+            worker_id=self.worker_id,
+            original_size=len(original),
+            original_sha256=hashlib.sha256(original).hexdigest() if truncated else None,
+            truncated=truncated,
+        )
+        record = OutRecord(self.dead_letter_topic, dl.original, source.key, tuple(dead_letter_headers(dl)))
+        return Outcome(source, record, str(reason))
+
+    def refused(self, outcome: Outcome, exc: BaseException) -> Outcome:
+        """What to send instead of a record the producer or broker refused (e.g. too large).
+
+        A refused result becomes a ``result_rejected`` dead letter; a refused dead letter
+        goes again without its original bytes (their size and hash stay in headers).
+        """
+        why = f"the broker refused the {'result' if outcome.is_result else 'dead letter'}: {type(exc).__name__}: {exc}"
+        if outcome.is_result:
+            return self.dead_letter(outcome.source, Reason.RESULT_REJECTED, why)
+        return self.dead_letter(outcome.source, outcome.reason or Reason.RESULT_REJECTED, why, keep_original=False)
+
+
+def invalid_output(outputs: Any, declared: tuple[str, ...]) -> str | None:
+    """Why a model's row is not a valid result (None when it is).
+
+    A row is a dict holding every declared field, and every number in it is finite.
+    """
+    if not isinstance(outputs, dict):
+        return f"output row is a {type(outputs).__name__}, not a dict"
+    missing = [name for name in declared if name not in outputs]
+    if missing:
+        return f"declares outputs {list(declared)}, row lacks {missing} (has {sorted(map(str, outputs))})"
+    for path, value in _numbers(outputs, "outputs"):
+        if not math.isfinite(value):
+            return f"{path} is {value}, not a finite number"
+    return None
+
+
+def _numbers(value: Any, path: str) -> Iterator[tuple[str, float]]:
+    if isinstance(value, bool | Integral):
+        return  # integers are finite; one too large for the wire fails at encoding
+    if isinstance(value, Real):
+        yield path, float(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}[{i}]")

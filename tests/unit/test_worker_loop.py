@@ -1,0 +1,328 @@
+"""The worker loop on in-memory fakes: every input gets one outcome, offsets are committed
+only after their outcomes are acked, and only infrastructure faults stop the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+import torch
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+
+from consumers.testing import MemorySource
+from pipeline.config import WorkerSettings
+from pipeline.exceptions import BrokerUnavailable, ClusterChanged
+from pipeline.runner import Runner
+from pipeline.worker import Worker, WorkerStats
+from producers.testing import MemorySink
+from schemas import JSON, Transaction, encode
+from schemas.codec import DLQ_ORIGINAL_SHA256, DLQ_ORIGINAL_SIZE, DLQ_REASON, DLQ_TRUNCATED, decode_result
+
+CPU = torch.device("cpu")
+RESULTS, DLQ = "results", "dlq"
+POISON, HUGE, NAN = 666.0, 777.0, 888.0
+
+
+class Scorer:
+    """A tiny real model: the score is the amount. Raises on POISON, emits an unencodable
+    integer for HUGE and NaN for NAN; ``gate`` (when given) blocks forward until set."""
+
+    name, version, kind, output_fields = "scorer", "1", "transaction", ("score",)
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.gate = gate
+        self.batches: list[int] = []
+
+    def to(self, device: torch.device) -> None:
+        pass
+
+    def preprocess(self, item: Any) -> torch.Tensor:
+        return torch.tensor([item.amount], dtype=torch.float64)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batches.append(len(batch))
+        if (batch == POISON).any():
+            raise ValueError("cannot score the poison amount")
+        return batch
+
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for (amount,) in output.tolist():
+            score: Any = 2**70 if amount == HUGE else math.nan if amount == NAN else amount
+            rows.append({"score": score})
+        return rows
+
+
+def txn(i: int, amount: float | None = None) -> bytes:
+    return encode(Transaction(id=f"t{i}", account_id=f"a{i % 3}", timestamp_ms=1_700_000_000_000 + i,
+                              amount=float(i) if amount is None else amount, currency="EUR"))
+
+
+def settings(**overrides: Any) -> WorkerSettings:
+    base: dict[str, Any] = dict(
+        input_topics=["in"], results_topic=RESULTS, dead_letter_topic=DLQ, worker_id="w1",
+        max_batch_size=8, max_wait_ms=5, commit_interval_ms=0, queued_batches=2,
+    )
+    return WorkerSettings(**(base | overrides))
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+class Harness:
+    def __init__(self, source: MemorySource, sink: MemorySink, model: Any = None, **overrides: Any) -> None:
+        self.source, self.sink = source, sink
+        self.model = model or Scorer()
+        self.worker = Worker(settings(**overrides), Runner({"transaction": self.model}, CPU), source, sink)
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[WorkerStats] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.worker.run(self.stop))
+
+    async def finish(self) -> WorkerStats:
+        assert self.task is not None
+        self.stop.set()
+        return await self.task
+
+    def committed(self, partition: int = 0) -> int:
+        return self.source.committed.get(TopicPartition("in", partition), 0)
+
+
+def result_ids(sink: MemorySink) -> list[str]:
+    return [decode_result(r.value).event_id for r in sink.on(RESULTS)]
+
+
+def reasons(sink: MemorySink) -> list[str]:
+    return [dict(r.headers)[DLQ_REASON].decode() for r in sink.on(DLQ)]
+
+
+def test_every_input_gets_one_outcome_and_offsets_commit_after_acks() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(partitions=2), MemorySink()
+        for i in range(40):
+            source.add(txn(i), partition=i % 2)
+        source.add(b"\xc1 not msgpack", partition=0)
+        sink.hold()
+        h = Harness(source, sink)
+        h.start()
+        await eventually(lambda: len(sink.sent) >= 16, "outcomes sent")
+        await asyncio.sleep(0.05)
+        assert source.committed == {}, "committed before the broker acked"
+        sink.release()
+        await eventually(lambda: h.committed(0) == 21 and h.committed(1) == 20, "commits after acks")
+        stats = await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(40))
+        assert reasons(sink) == ["malformed_msgpack"]
+        assert (stats.results, stats.dead_letters) == (40, 1)
+
+    run(scenario)
+
+
+def test_an_early_dead_letter_acked_alone_does_not_commit_past_unacked_results() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        source.add(b"")  # empty: a dead letter at offset 1
+        source.add(txn(2))
+        sink.hold()
+        h = Harness(source, sink, max_batch_size=1)  # one batch per record: three deliveries
+        h.start()
+        await eventually(lambda: len(sink.sent) == 3, "three outcomes sent")
+        assert sink.release(DLQ) == 1
+        await asyncio.sleep(0.05)
+        assert h.committed() == 0, "the dead letter's ack committed past offset 0's unacked result"
+        sink.release()
+        await eventually(lambda: h.committed() == 3, "everything committed")
+        await h.finish()
+
+    run(scenario)
+
+
+def test_one_raising_item_in_a_batch_of_32_is_its_only_dead_letter() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for i in range(32):
+            source.add(txn(i, POISON if i == 7 else None))
+        for i in range(32, 36):  # later messages still get results
+            source.add(txn(i))
+        h = Harness(source, sink, max_batch_size=32, max_wait_ms=200)
+        h.start()
+        await eventually(lambda: h.committed() == 36, "all committed")
+        stats = await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(36) if i != 7)
+        assert reasons(sink) == ["model_failed"]
+        assert stats.results == 35 and h.model.batches[0] == 32
+
+    run(scenario)
+
+
+def test_results_that_cannot_be_encoded_or_are_not_finite_become_dead_letters() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0, HUGE))
+        source.add(txn(1, NAN))
+        source.add(txn(2))
+        # a timestamp past int64 used to crash the encoder: now the schema refuses it
+        source.add(b'{"kind":"transaction","id":"x","account_id":"a","timestamp_ms":18446744073709551616,'
+                   b'"amount":1,"currency":"EUR"}', headers=[("content-type", JSON.encode())])
+        h = Harness(source, sink)
+        h.start()
+        await eventually(lambda: h.committed() == 4, "all committed")
+        await h.finish()
+        assert result_ids(sink) == ["t2"]
+        assert reasons(sink) == ["result_encoding_failed", "invalid_output", "invalid_schema"]
+        messages = [dict(r.headers)["streaminfer-error"].decode() for r in sink.on(DLQ)]
+        assert "OverflowError" in messages[0] and "outputs.score is nan" in messages[1]
+
+    run(scenario)
+
+
+def test_an_input_over_the_payload_limit_is_dead_lettered_truncated_with_size_and_hash() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        big = b"\x00" * 5000
+        source.add(big)
+        source.add(txn(1))
+        h = Harness(source, sink, max_payload_bytes=1024)
+        h.start()
+        await eventually(lambda: h.committed() == 2, "all committed")
+        await h.finish()
+        [dl] = sink.on(DLQ)
+        headers = dict(dl.headers)
+        assert headers[DLQ_REASON] == b"payload_too_large" and headers[DLQ_TRUNCATED] == b"true"
+        assert len(dl.value) == 1024 and headers[DLQ_ORIGINAL_SIZE] == b"5000"
+        import hashlib
+
+        assert headers[DLQ_ORIGINAL_SHA256].decode() == hashlib.sha256(big).hexdigest()
+        assert result_ids(sink) == ["t1"]
+
+    run(scenario)
+
+
+def test_a_refused_result_becomes_its_dead_letter_and_a_refused_dead_letter_goes_without_original() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        source.add(b"\xc1")  # malformed
+        sink.refuse(lambda r: r.topic == RESULTS, lambda: MessageSizeTooLargeError("too big"), times=1)
+        sink.refuse(lambda r: r.topic == DLQ and r.value == b"\xc1", lambda: MessageSizeTooLargeError("too big"),
+                    times=1)
+        h = Harness(source, sink)
+        h.start()
+        await eventually(lambda: h.committed() == 2, "all committed")
+        stats = await h.finish()
+        assert reasons(sink) == ["result_rejected", "malformed_msgpack"]
+        assert [r.value for r in sink.on(DLQ)][1] == b"" and stats.results == 0 and stats.dead_letters == 2
+
+    run(scenario)
+
+
+def test_produce_timeouts_are_retried_through_an_outage_and_nothing_is_lost() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for i in range(10):
+            source.add(txn(i))
+        sink.refuse(lambda r: True, lambda: KafkaTimeoutError("broker gone"), times=5)
+        h = Harness(source, sink)
+        h.start()
+        await eventually(lambda: h.worker.checkpoint.cluster_id is not None, "the worker started")
+        source.cluster_error = KafkaConnectionError("down")
+        await eventually(lambda: len(sink.acked) == 10, "all acked after retries")
+        source.cluster_error = None  # the broker is back: commits resume
+        await eventually(lambda: h.committed() == 10, "committed")
+        stats = await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(10)) and stats.produce_retries == 5
+
+    run(scenario)
+
+
+def test_an_outage_past_the_deadline_stops_the_worker_with_its_exit_code() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        source.poll_error = KafkaConnectionError("connection refused")
+        h = Harness(source, sink, broker_outage_deadline_s=0.3)
+        h.start()
+        assert h.task is not None
+        with pytest.raises(BrokerUnavailable) as info:
+            await h.task
+        assert info.value.exit_code == 3 and source.stopped and sink.stopped
+
+    run(scenario)
+
+
+def test_a_changed_cluster_id_stops_the_worker_before_it_commits_there() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        h = Harness(source, sink)
+        h.start()
+        await eventually(lambda: h.committed() == 1, "first commit")
+        source.cluster = "cluster-b"  # the broker was wiped and restarted under the worker
+        source.add(txn(1))
+        assert h.task is not None
+        with pytest.raises(ClusterChanged) as info:
+            await h.task
+        assert info.value.exit_code == 5 and source.commits == [{TopicPartition("in", 0): 1}]
+
+    run(scenario)
+
+
+def test_revoke_mid_batch_finishes_and_commits_before_the_partition_moves() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(partitions=2), MemorySink()
+        for i in range(20):
+            source.add(txn(i), partition=i % 2)
+        sink.hold()
+        h = Harness(source, sink)
+        h.start()
+        await eventually(lambda: len(sink.sent) >= 16, "in flight")
+        revoke = asyncio.create_task(source.revoke([TopicPartition("in", 1)]))
+        await asyncio.sleep(0.05)
+        assert not revoke.done(), "revoke returned while its partition's outcomes were unacked"
+        sink.release()
+        await revoke
+        assert h.committed(1) == 10  # the next owner starts after everything delivered here
+        for i in range(20, 24):
+            source.add(txn(i), partition=i % 2)  # partition 1's new records are not ours anymore
+        await eventually(lambda: h.committed(0) == 12, "partition 0 goes on")
+        await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(24) if i < 20 or i % 2 == 0)
+
+    run(scenario)
+
+
+def test_backpressure_stops_polling_while_the_model_is_behind() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for i in range(500):
+            source.add(txn(i))
+        gate = threading.Event()
+        h = Harness(source, sink, model=Scorer(gate), max_batch_size=4, queued_batches=1)
+        h.start()
+        await asyncio.sleep(0.3)
+        # one batch in the model, one queued, one blocked on the queue, one poll's worth open
+        assert source.polled <= 4 * 4, f"polled {source.polled} records while the model was stuck"
+        gate.set()
+        await eventually(lambda: h.committed() == 500, "the backlog drains", 20)
+        await h.finish()
+        assert len(result_ids(sink)) == 500
+
+    run(scenario)
