@@ -26,7 +26,9 @@ from pipeline.config import (
     KafkaSettings,
     WorkerSettings,
 )
+from pipeline.exceptions import WorkerExit
 from pipeline.models import ModelError
+from pipeline.outage import install_rate_limit
 from schemas.models import DeadLetter, Frame, Result, Transaction
 
 log = logging.getLogger("streaminfer")
@@ -51,16 +53,24 @@ def _kafka(args: argparse.Namespace) -> KafkaSettings:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     broker = LocalBroker(Path(args.home) if args.home else None)
+    if args.node is not None and args.action not in ("start", "stop"):
+        raise BrokerError("--node applies to `start` and `stop` only")
     if args.action == "start":
-        state = broker.start(port=args.port)
-        print(f"kafka running at {state.bootstrap} (pid {state.pid}, home {state.home})")
+        if args.node is not None:
+            state = broker.start_node(args.node)
+        else:
+            state = broker.start(nodes=args.nodes, port=args.port)
+        print(state.describe())
     elif args.action == "stop":
-        print("stopped" if broker.stop() else "not running")
+        stopped = broker.stop_node(args.node) if args.node is not None else broker.stop()
+        print("stopped" if stopped else "not running")
+    elif args.action == "reset":
+        print("stopped, data and saved config deleted" if broker.reset() else "data and saved config deleted")
     elif (running := broker.status()) is None:
         print("not running")
         return 1
     else:
-        print(f"running at {running.bootstrap} (pid {running.pid}, home {running.home})")
+        print(running.describe())
     return 0
 
 
@@ -230,10 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "else the local broker, else 127.0.0.1:9092)")
         return p
 
-    p = sub.add_parser("broker", help="run a local single-node KRaft Kafka (needs Java 17+ and Maven)")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p = sub.add_parser("broker", help="run a local KRaft Kafka, one node or a few (needs Java 17+ and Maven)")
+    p.add_argument("action", choices=["start", "stop", "status", "reset"],
+                   help="stop keeps the data, port and cluster id for the next start; "
+                        "reset stops the broker and deletes its data and saved config")
     p.add_argument("--home", help="state directory (default: $STREAMINFER_BROKER_HOME or .streaminfer/broker)")
-    p.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
+    p.add_argument("--port", type=int, default=0,
+                   help="node 1's listener port for a new cluster (default: a free one; saved for restarts)")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="node count of a new cluster (default 1; 3 gives replication 3, min.insync.replicas 2)")
+    p.add_argument("--node", type=int, default=None, help="start or stop only this node id (1..N)")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create the pipeline's topics")
@@ -304,10 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    if not args.verbose:
+        install_rate_limit("aiokafka")
     try:
         return int(args.func(args))
     except (BrokerError, ModelError, ValidationError) as exc:
         print(f"streaminfer: error: {exc}", file=sys.stderr)
         return 2
+    except WorkerExit as exc:
+        print(f"streaminfer: fatal: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
