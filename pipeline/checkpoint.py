@@ -18,6 +18,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    KafkaTimeoutError,
     RebalanceInProgressError,
 )
 
@@ -30,6 +31,9 @@ log = logging.getLogger("streaminfer.worker")
 
 # the group moved on: the partition's new owner replays from the last committed offset
 _GROUP_MOVED = (CommitFailedError, IllegalStateError, RebalanceInProgressError)
+# how often an idle worker asks whether the cluster is still there (and still the same)
+PROBE_INTERVAL_S = 5.0
+_ASK_TIMEOUT_S = 10.0
 
 
 def is_access_denied(exc: BaseException) -> bool:
@@ -52,6 +56,7 @@ class Checkpoint:
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._lock = asyncio.Lock()
         self._last_commit = clock()
+        self._last_probe = clock()
         self.cluster_id: str | None = None
         # set when committing must stop the worker; the worker loop raises it
         self.fatal: WorkerExit | None = None
@@ -61,7 +66,7 @@ class Checkpoint:
         """Learn the cluster id, waiting out an outage up to the outage deadline."""
         while self.cluster_id is None:
             try:
-                self.cluster_id = await self._source.cluster_id()
+                self.cluster_id = await self._ask_cluster_id()
                 self._outage.ok()
             except KafkaError as exc:
                 self._failed(exc)
@@ -93,10 +98,7 @@ class Checkpoint:
             if not offsets or self.fatal is not None:
                 return
             try:
-                found = await self._source.cluster_id()
-                if found != self.cluster_id:
-                    self.fatal = ClusterChanged(str(self.cluster_id), found)
-                    log.error("%s", self.fatal)
+                if not self._same_cluster(await self._ask_cluster_id()):
                     return
                 await self._source.commit(offsets)
             except _GROUP_MOVED as exc:
@@ -108,6 +110,33 @@ class Checkpoint:
             self._outage.ok()
             self._offsets.mark_committed(offsets)
             self.commits += 1
+
+    async def probe(self) -> None:
+        """Ask the cluster for its id at most every PROBE_INTERVAL_S, so an idle worker
+        notices an outage (and its end, and a changed cluster) as a busy one does."""
+        if self._clock() - self._last_probe < PROBE_INTERVAL_S or self.fatal is not None:
+            return
+        self._last_probe = self._clock()
+        try:
+            found = await self._ask_cluster_id()
+        except KafkaError as exc:
+            self._failed(exc)
+            return
+        if self._same_cluster(found):
+            self._outage.ok()
+
+    async def _ask_cluster_id(self) -> str:
+        try:
+            return await asyncio.wait_for(self._source.cluster_id(), _ASK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(f"no answer to a metadata request in {_ASK_TIMEOUT_S:.0f}s") from exc
+
+    def _same_cluster(self, found: str) -> bool:
+        if found != self.cluster_id:
+            self.fatal = ClusterChanged(str(self.cluster_id), found)
+            log.error("%s", self.fatal)
+            return False
+        return True
 
     def _failed(self, exc: KafkaError) -> None:
         if is_access_denied(exc):

@@ -14,11 +14,20 @@ from collections.abc import Callable
 log = logging.getLogger("streaminfer.worker")
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: message``, once (Kafka's errors already start their message with the type)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 class Outage:
     """Tracks whether the cluster answers the worker.
 
     ``failed`` after each failed broker call, ``ok`` after each successful one;
     ``expired`` turns true once calls have failed for ``deadline_s`` without a success.
+    Blips shorter than ``grace_s`` (a connection closing as the broker stops while the
+    call before it still got through) are not logged at all.
     """
 
     def __init__(
@@ -27,9 +36,12 @@ class Outage:
         summary_every_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger = log,
+        grace_s: float = 1.0,
     ) -> None:
         self.deadline_s = deadline_s
         self.summary_every_s = summary_every_s
+        self.grace_s = grace_s
+        self._announced = False
         self._clock = clock
         self._log = logger
         self.since: float | None = None
@@ -52,24 +64,27 @@ class Outage:
         self.errors += 1
         self.last_error = exc
         if self.since is None:
-            self.since = self._last_summary = now
-            self._log.warning(
-                "Kafka unreachable (%s: %s); retrying, giving up after %.0fs",
-                type(exc).__name__, exc, self.deadline_s,
-            )
-        elif now - self._last_summary >= self.summary_every_s:
+            self.since = now
+        if not self._announced and now - self.since >= self.grace_s:
+            self._announced = True
             self._last_summary = now
             self._log.warning(
-                "Kafka still unreachable after %.0fs (%d failed calls; last: %s: %s)",
-                now - self.since, self.errors, type(exc).__name__, exc,
+                "Kafka unreachable (%s); retrying, giving up after %.0fs", describe(exc), self.deadline_s
+            )
+        elif self._announced and now - self._last_summary >= self.summary_every_s:
+            self._last_summary = now
+            self._log.warning(
+                "Kafka still unreachable after %.0fs (%d failed calls; last: %s)",
+                now - self.since, self.errors, describe(exc),
             )
 
     def ok(self) -> None:
-        if self.since is not None:
+        if self._announced:
             self._log.warning(
                 "Kafka reachable again after %.1fs (%d failed calls meanwhile)", self.seconds(), self.errors
             )
         self.since = None
+        self._announced = False
         self.errors = 0
         self.last_error = None
 

@@ -257,6 +257,7 @@ class Worker:
                 sent = await asyncio.wait_for(self._deliveries.get(), idle_s)
             except TimeoutError:
                 await self.checkpoint.commit(force=False)
+                await self.checkpoint.probe()
                 continue
             try:
                 for outcome, delivery in sent.outcomes:

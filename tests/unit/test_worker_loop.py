@@ -326,3 +326,32 @@ def test_backpressure_stops_polling_while_the_model_is_behind() -> None:
         assert len(result_ids(sink)) == 500
 
     run(scenario)
+
+
+def test_an_idle_checkpoint_probes_the_cluster_and_notices_outage_recovery_and_change() -> None:
+    from pipeline.checkpoint import PROBE_INTERVAL_S, Checkpoint
+    from pipeline.outage import Outage
+
+    async def scenario() -> None:
+        now = [0.0]
+        source = MemorySource()
+        outage = Outage(deadline_s=60, clock=lambda: now[0])
+        checkpoint = Checkpoint(source, outage, interval_s=0.2, clock=lambda: now[0])
+        await checkpoint.begin()
+        source.cluster_error = KafkaConnectionError("refused")
+        await checkpoint.probe()
+        assert not outage.down, "probed before the interval passed"
+        now[0] += PROBE_INTERVAL_S
+        await checkpoint.probe()
+        assert outage.down
+        now[0] += 70
+        assert outage.expired()
+        source.cluster_error = None
+        await checkpoint.probe()
+        assert not outage.down and checkpoint.fatal is None
+        source.cluster = "cluster-b"
+        now[0] += PROBE_INTERVAL_S
+        await checkpoint.probe()
+        assert isinstance(checkpoint.fatal, ClusterChanged)
+
+    run(scenario)
