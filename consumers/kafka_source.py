@@ -42,8 +42,10 @@ class KafkaSource:
             max_poll_interval_ms=s.max_poll_interval_ms,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(1000, s.session_timeout_ms // 4),
-            fetch_max_bytes=max(52_428_800, s.max_payload_bytes * 2),
-            max_partition_fetch_bytes=max(1_048_576, s.max_payload_bytes + 65_536),
+            # prefetch is bounded explicitly; the broker still returns a single record larger
+            # than these limits whole, so no message is ever too big to be fetched
+            fetch_max_bytes=s.max_prefetch_bytes,
+            max_partition_fetch_bytes=min(s.max_prefetch_bytes, s.max_payload_bytes + 65_536),
             isolation_level="read_committed",
         )
         self._consumer.subscribe(s.input_topics, listener=_Listener(on_revoked, on_assigned))
@@ -77,6 +79,15 @@ class KafkaSource:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
+
+    async def rewind(self, first_offsets: dict[TopicPartition, int]) -> None:
+        # not aiokafka's seek_to_committed: it leaves a partition with nothing committed
+        # (or committed at 0) where it is, which would skip the records being replayed
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            target = committed if committed is not None else first_offsets.get(tp)
+            if target is not None:
+                self.consumer.seek(tp, target)
 
     async def cluster_id(self) -> str:
         """Ask the broker which cluster this is (a metadata request for no topics).

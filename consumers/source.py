@@ -49,3 +49,8 @@ class Source(Protocol):
     async def cluster_id(self) -> str:
         """The id of the cluster this source is connected to now (asks the broker)."""
         ...
+
+    async def rewind(self, first_offsets: dict[TopicPartition, int]) -> None:
+        """Move every assigned partition back to its committed offset, or to the first
+        offset this member read from it (``first_offsets``) where nothing is committed."""
+        ...

@@ -9,7 +9,7 @@ owner starts from the last committed offset).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import TopicPartition
 
@@ -27,7 +27,10 @@ class MemorySource:
         self.commits: list[dict[TopicPartition, int]] = []
         self.cluster = cluster_id
         self.polled = 0  # records handed out
+        self.rewinds = 0
         self.poll_error: BaseException | None = None
+        # runs once inside the next poll, before records are read: a rebalance in mid-poll
+        self.during_next_poll: Callable[[], Awaitable[None]] | None = None
         self.cluster_error: BaseException | None = None
         self._on_revoked: PartitionsCallback | None = None
         self._on_assigned: PartitionsCallback | None = None
@@ -53,6 +56,9 @@ class MemorySource:
     async def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         if self.poll_error is not None:
             raise self.poll_error
+        if (hook := self.during_next_poll) is not None:
+            self.during_next_poll = None
+            await hook()
         out: list[InputRecord] = []
         for tp, pos in list(self.position.items()):
             take = self.log[tp][pos:pos + max_records - len(out)]
@@ -78,6 +84,11 @@ class MemorySource:
         if self.cluster_error is not None:
             raise self.cluster_error
         return self.cluster
+
+    async def rewind(self, first_offsets: dict[TopicPartition, int]) -> None:
+        self.rewinds += 1
+        for tp in self.position:
+            self.position[tp] = self.committed.get(tp, first_offsets.get(tp, self.position[tp]))
 
     # -- rebalances --------------------------------------------------------------------
 

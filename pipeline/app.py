@@ -14,7 +14,8 @@ from pipeline.config import WorkerSettings
 from pipeline.models import Model, load_model, resolve_device
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats
-from producers.sinks import KafkaSink
+from producers.sinks import KafkaSink, max_request_bytes
+from producers.transactional import PartitionTransactions
 from schemas.models import InputKind
 
 log = logging.getLogger("streaminfer.worker")
@@ -41,8 +42,15 @@ def build_worker(settings: WorkerSettings) -> Worker:
         settings.results_topic,
         settings.dead_letter_topic,
     )
+    runner, source = Runner(models, device), KafkaSource(settings)
+    if settings.delivery == "exactly-once":
+        transactions = PartitionTransactions(
+            settings.client_kwargs(), settings.group_id, client_id=settings.worker_id,
+            max_request_size=max_request_bytes(settings.max_payload_bytes),
+        )
+        return Worker(settings, runner, source, None, transactions=transactions)
     sink = KafkaSink(settings.client_kwargs(), settings.worker_id, settings.max_payload_bytes)
-    return Worker(settings, Runner(models, device), KafkaSource(settings), sink)
+    return Worker(settings, runner, source, sink)
 
 
 async def run_worker(settings: WorkerSettings) -> WorkerStats:

@@ -85,6 +85,10 @@ class Checkpoint:
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         self._offsets.forget(tps)
 
+    def forget_all(self) -> None:
+        """Drop every partition's bookkeeping: their records are about to be read again."""
+        self._offsets = OffsetTracker()
+
     def pending(self) -> int:
         return self._offsets.pending()
 
@@ -124,6 +128,17 @@ class Checkpoint:
             return
         if self._same_cluster(found):
             self._outage.ok()
+
+    async def same_cluster(self) -> bool:
+        """Ask now whether this is still the cluster the worker started on (exactly-once
+        commits offsets in transactions, so it asks before each batch's transactions).
+        Unreachable counts as yes: the transaction itself then fails and is replayed."""
+        try:
+            found = await self._ask_cluster_id()
+        except KafkaError as exc:
+            self._failed(exc)
+            return self.fatal is None
+        return self._same_cluster(found)
 
     async def _ask_cluster_id(self) -> str:
         try:

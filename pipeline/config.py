@@ -58,6 +58,10 @@ class WorkerSettings(KafkaSettings):
     group_id: str = "streaminfer-workers"
     worker_id: str = Field(default_factory=_default_worker_id)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="exactly-once: results, dead letters and input offsets in one Kafka transaction per batch",
+    )
 
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
@@ -73,6 +77,10 @@ class WorkerSettings(KafkaSettings):
     torch_threads: int = Field(0, ge=0, description="0 keeps torch's default")
 
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_prefetch_bytes: int = Field(
+        16 * 1024 * 1024, ge=65_536,
+        description="input bytes one fetch may bring ahead of the model (a larger single message still comes)",
+    )
     max_frame_elements: int = Field(3840 * 2160 * 3, ge=1, description="width*height*channels")
     result_content_type: Literal["msgpack", "json"] = "msgpack"
     max_poll_interval_ms: int = Field(300_000, ge=1000)

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
 from consumers.source import InputRecord
 from pipeline.runner import Outcome as Inference
-from producers.sinks import OutRecord
+from producers.sinks import OutRecord, max_request_bytes
 from schemas.codec import Limits, content_type_headers, dead_letter_headers, decode_input, encode
 from schemas.errors import DecodeError, Reason
 from schemas.models import DeadLetter, Frame, InputRef, Result, Timings, Transaction
@@ -64,6 +67,7 @@ class Outcomes:
         self.dead_letter_topic = dead_letter_topic
         self.worker_id = worker_id
         self.limits = limits
+        self.max_record_bytes = max_request_bytes(limits.max_payload_bytes)
         self._content_type = content_type
         self._result_headers = tuple(content_type_headers(content_type))
 
@@ -145,6 +149,16 @@ class Outcomes:
         )
         record = OutRecord(self.dead_letter_topic, dl.original, source.key, tuple(dead_letter_headers(dl)))
         return Outcome(source, record, str(reason))
+
+    def fit(self, outcome: Outcome) -> Outcome:
+        """``outcome``, or what goes instead when its record is over the producer's size limit."""
+        record = outcome.record
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, list(record.headers))
+        if size <= self.max_record_bytes:
+            return outcome
+        return self.refused(outcome, MessageSizeTooLargeError(
+            f"the record is {size} bytes, over the producer's limit of {self.max_record_bytes}"
+        ))
 
     def refused(self, outcome: Outcome, exc: BaseException) -> Outcome:
         """What to send instead of a record the producer or broker refused (e.g. too large).

@@ -35,10 +35,11 @@ from pipeline.batcher import Batch, Batcher
 from pipeline.checkpoint import Checkpoint, is_access_denied
 from pipeline.config import WorkerSettings
 from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
-from pipeline.outage import Outage
+from pipeline.outage import Outage, describe
 from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Runner
 from producers.sinks import Delivery, Sink, is_record_fault
+from producers.transactional import PartitionTransactions, TransactionFailed, TransactionFenced
 from schemas.errors import DecodeError
 from schemas.models import Frame, Transaction
 
@@ -65,7 +66,8 @@ class Sent:
     """A batch's outcomes on their way: one delivery future per outcome."""
 
     items: tuple[WorkItem, ...]
-    outcomes: tuple[tuple[Outcome, Delivery], ...]
+    # exactly-once: no delivery yet (None), the outcomes go out in a transaction
+    outcomes: tuple[tuple[Outcome, Delivery | None], ...]
 
 
 @dataclass
@@ -110,13 +112,19 @@ class Worker:
         settings: WorkerSettings,
         runner: Runner,
         source: Source,
-        sink: Sink,
+        sink: Sink | None,
         clock: Callable[[], float] = time.monotonic,
+        transactions: PartitionTransactions | None = None,
     ) -> None:
+        """``transactions`` given: exactly-once (one transaction per batch and input
+        partition); else at-least-once through ``sink``."""
+        if (sink is None) == (transactions is None):
+            raise ValueError("give a sink (at-least-once) or transactions (exactly-once), not both")
         self.settings = settings
         self.runner = runner
         self._source = source
         self._sink = sink
+        self._transactions = transactions
         self._clock = clock
         self._batcher: Batcher[WorkItem] = Batcher(
             settings.max_batch_size, settings.max_batch_bytes, settings.max_wait_ms
@@ -135,23 +143,30 @@ class Worker:
         # the next batch, so broker round trips overlap inference
         self._deliveries: asyncio.Queue[Sent] = asyncio.Queue(settings.queued_batches)
         self._generation = 0
+        # first offset read per partition: where a replay starts when nothing is committed yet
+        self._first_offsets: dict[TopicPartition, int] = {}
         self.stats = WorkerStats()
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until ``stop`` is set; then finish in-flight work, commit and leave the group."""
         self.runner.start()
         try:
-            await self._sink.start()
+            if self._sink is not None:
+                await self._sink.start()
             try:
                 await self._source.start(self._on_revoked, self._on_assigned)
                 try:
                     await self.checkpoint.begin()
                     await self._run_loops(stop)
-                    await self.checkpoint.commit()
+                    if self._transactions is None:
+                        await self.checkpoint.commit()
                 finally:
                     await self._source.stop()
             finally:
-                await self._sink.stop()
+                if self._sink is not None:
+                    await self._sink.stop()
+                if self._transactions is not None:
+                    await self._transactions.close()
         finally:
             self.runner.stop()
         log.info("worker %s stopped: %s", self.settings.worker_id, self.stats.as_dict())
@@ -179,11 +194,14 @@ class Worker:
             self._raise_if_fatal()
             timeout = poll_timeout_ms(self._batcher.deadline(), self._clock())
             records = await self._poll(timeout, max_records)
+            # after the poll, not before: a rebalance (or a replay's rewind) during the poll has
+            # already moved positions, and what the poll returns is read from the new ones
             generation = self._generation
             for record in records:
                 if generation != self._generation:
-                    break  # a rebalance ran meanwhile: the rest is replayed by the new owner
+                    break  # a rebalance or a replay ran meanwhile: the rest is read again
                 self.checkpoint.track(record.tp, record.offset)
+                self._first_offsets.setdefault(record.tp, record.offset)
                 item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
                 for closed in self._batcher.add(item, len(record.value or b""), self._clock()):
                     await self._enqueue(closed)
@@ -244,6 +262,9 @@ class Worker:
                     received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=wall_ms(),
                     batch_size=len(decoded),
                 ))
+        if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
+            await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes)))
+            return
         sent = [(outcome, await self._sink.send(outcome.record)) for outcome in outcomes]
         await self._deliveries.put(Sent(live, tuple(sent)))
 
@@ -260,15 +281,22 @@ class Worker:
                 await self.checkpoint.probe()
                 continue
             try:
-                for outcome, delivery in sent.outcomes:
-                    self.stats.count(await self._delivered(outcome, delivery))
-                self.stats.batches += 1
-                if all(it.generation == self._generation for it in sent.items):
-                    for item in sent.items:
-                        self.checkpoint.done(item.record.tp, item.record.offset)
-                await self.checkpoint.commit(force=False)
+                if self._transactions is None:
+                    await self._deliver_at_least_once(sent)
+                else:
+                    await self._deliver_exactly_once(sent, self._transactions)
             finally:
                 self._deliveries.task_done()
+
+    async def _deliver_at_least_once(self, sent: Sent) -> None:
+        for outcome, delivery in sent.outcomes:
+            assert delivery is not None
+            self.stats.count(await self._delivered(outcome, delivery))
+        self.stats.batches += 1
+        if all(it.generation == self._generation for it in sent.items):
+            for item in sent.items:
+                self.checkpoint.done(item.record.tp, item.record.offset)
+        await self.checkpoint.commit(force=False)
 
     async def _delivered(self, outcome: Outcome, delivery: Delivery) -> Outcome:
         """Wait for ``outcome``'s ack; return what was finally delivered for its input.
@@ -304,20 +332,125 @@ class Worker:
                     self.stats.produce_retries += 1
                     await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
                     attempt += 1
+            assert self._sink is not None
             delivery = await self._sink.send(outcome.record)
+
+    # -- exactly-once ----------------------------------------------------------------
+
+    async def _deliver_exactly_once(self, sent: Sent, transactions: PartitionTransactions) -> None:
+        """One transaction per input partition of the batch: its outcomes and its next offset.
+
+        A batch holds a contiguous run of each partition's offsets, and batches are
+        delivered in order, so each transaction's offset covers exactly its records. A
+        transaction that fails is aborted; then everything in flight is dropped and every
+        partition is read again from its committed offset, so nothing is lost or doubled.
+        """
+        if any(it.generation != self._generation for it in sent.items):
+            self.stats.dropped_after_revoke += len(sent.items)
+            return
+        if not await self.checkpoint.same_cluster():
+            self._raise_if_fatal()
+        by_partition: dict[TopicPartition, list[Outcome]] = {}
+        for outcome, _ in sent.outcomes:
+            by_partition.setdefault(outcome.source.tp, []).append(self._outcomes.fit(outcome))
+        done = await asyncio.gather(
+            *(self._transact(transactions, tp, outcomes) for tp, outcomes in by_partition.items()),
+            return_exceptions=True,
+        )
+        failed: dict[TopicPartition, BaseException] = {}
+        for tp, result in zip(by_partition, done, strict=True):
+            if isinstance(result, BaseException):
+                failed[tp] = result
+            else:
+                for outcome in result:
+                    self.stats.count(outcome)
+        self.stats.batches += 1
+        if failed:
+            await self._replay(transactions, failed)
+
+    async def _transact(
+        self, transactions: PartitionTransactions, tp: TopicPartition, outcomes: list[Outcome], refusals: int = 0,
+    ) -> list[Outcome]:
+        """Commit ``outcomes`` and ``tp``'s next offset in one transaction; return what was committed.
+
+        A record the broker refuses aborts its transaction without saying which record it
+        was: the outcomes are then committed one transaction each, so only the refused one
+        is replaced by its dead letter.
+        """
+        try:
+            await transactions.commit(tp, [o.record for o in outcomes], outcomes[-1].source.offset + 1)
+        except TransactionFailed as exc:
+            if not (exc.aborted and exc.cause is not None and is_record_fault(exc.cause)):
+                raise
+            if len(outcomes) > 1:
+                return [o for one in outcomes for o in await self._transact(transactions, tp, [one])]
+            if refusals >= 2:
+                raise WorkerExit(f"the dead-letter topic refuses even a dead letter without its original: {exc}")
+            return await self._transact(
+                transactions, tp, [self._outcomes.refused(outcomes[0], exc.cause)], refusals + 1
+            )
+        self._outage.ok()
+        return outcomes
+
+    async def _replay(self, transactions: PartitionTransactions, failed: dict[TopicPartition, BaseException]) -> None:
+        for tp, exc in failed.items():
+            if isinstance(exc, TransactionFenced):
+                log.warning("%s:%d: another member took this partition over (fenced); dropping its work",
+                            tp.topic, tp.partition)
+            elif isinstance(exc, TransactionFailed):
+                log.warning("transaction for %s:%d aborted (%s); replaying from the committed offset",
+                            tp.topic, tp.partition, describe(exc.cause or exc))
+                self._outage.failed(exc)
+            else:
+                raise exc
+        self._generation += 1  # drop what is in flight: it is read again
+        self.checkpoint.forget_all()
+        for tp, exc in failed.items():
+            if isinstance(exc, TransactionFailed):
+                await self._recover(transactions, tp)
+        await self._source.rewind(self._first_offsets)
+
+    async def _recover(self, transactions: PartitionTransactions, tp: TopicPartition) -> None:
+        """A live producer for ``tp`` whose previous transaction is settled, through an outage."""
+        attempt = 0
+        while True:
+            try:
+                await transactions.recover(tp)
+                return
+            except TransactionFenced:
+                return
+            except TransactionFailed as exc:
+                self._outage.failed(exc)
+                if self._outage.expired():
+                    raise BrokerUnavailable(self._outage.seconds(), exc) from exc
+                await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+                attempt += 1
 
     # -- rebalancing ----------------------------------------------------------------
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("worker %s: partitions revoked: %s", self.settings.worker_id, _names(revoked))
         await self._finish_in_flight()
-        await self.checkpoint.commit()
+        if self._transactions is None:
+            await self.checkpoint.commit()
+        else:
+            await self._transactions.revoke(revoked)
         self._generation += 1
         self.checkpoint.forget(revoked)
+        for tp in revoked:
+            self._first_offsets.pop(tp, None)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("worker %s: partitions assigned: %s", self.settings.worker_id, _names(assigned))
         self.stats.partitions_seen.update(_names(assigned))
+        if self._transactions is not None:
+            # before positions are fetched: a new producer per partition fences the old owner
+            # and settles its open transaction, so the committed offsets read next are final
+            try:
+                await self._transactions.assign(assigned)
+            except TransactionFailed as exc:
+                log.warning("starting transactional producers failed (%s); the first commit retries",
+                            describe(exc.cause or exc))
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

@@ -8,7 +8,10 @@ the broker refuse matching records with an error, as a real one would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
 
 from producers.sinks import Delivery, OutRecord
 
@@ -71,3 +74,59 @@ class MemorySink:
         if not future.done():
             self.acked.append(record)
             future.set_result(None)
+
+
+class MemoryTransactions:
+    """An in-memory ``PartitionTransactions``: a commit appends its records and moves the
+    group's committed offset in ``source`` together; ``fail_next`` makes the next commit
+    of a partition end aborted with the given error, as a broker fault would."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source  # a consumers.testing.MemorySource: commits land in its offsets
+        self.committed: list[tuple[TopicPartition, list[OutRecord], int]] = []
+        self.aborted: list[tuple[TopicPartition, list[OutRecord]]] = []
+        self.owned: set[TopicPartition] = set()
+        self.recovered: list[TopicPartition] = []
+        self._failures: dict[TopicPartition, BaseException] = {}
+        self._refuse: Callable[[OutRecord], bool] = lambda record: False
+        self.hold: asyncio.Event | None = None
+
+    def fail_next(self, tp: TopicPartition, error: BaseException) -> None:
+        self._failures[tp] = error
+
+    def refuse(self, matches: Callable[[OutRecord], bool]) -> None:
+        """Abort every transaction holding a matching record, as a broker refusing its size would."""
+        self._refuse = matches
+
+    def records(self) -> list[OutRecord]:
+        return [r for _, records, _ in self.committed for r in records]
+
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        self.owned |= set(tps)
+
+    async def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        self.owned -= set(tps)
+
+    async def recover(self, tp: TopicPartition) -> None:
+        self.recovered.append(tp)
+
+    async def close(self) -> None:
+        self.owned.clear()
+
+    async def commit(self, tp: TopicPartition, records: Sequence[OutRecord], next_offset: int) -> None:
+        from producers.transactional import TransactionFailed
+
+        if tp not in self.owned:
+            raise AssertionError(f"commit for {tp}, which this member does not own")
+        if self.hold is not None:
+            await self.hold.wait()
+        error = self._failures.pop(tp, None)
+        if error is None and any(self._refuse(r) for r in records):
+            from aiokafka.errors import RecordTooLargeError
+
+            error = RecordTooLargeError("the topic refuses a record this large")
+        if error is not None:
+            self.aborted.append((tp, list(records)))
+            raise TransactionFailed(tp, error, aborted=True)
+        self.committed.append((tp, list(records), next_offset))
+        self.source.committed[tp] = next_offset
