@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
@@ -145,6 +145,9 @@ class Worker:
         self._generation = 0
         # first offset read per partition: where a replay starts when nothing is committed yet
         self._first_offsets: dict[TopicPartition, int] = {}
+        # cleared while an exactly-once replay rewinds the partitions: nothing is read meanwhile
+        self._reading = asyncio.Event()
+        self._reading.set()
         self.stats = WorkerStats()
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
@@ -193,7 +196,10 @@ class Worker:
         while not stop.is_set():
             self._raise_if_fatal()
             timeout = poll_timeout_ms(self._batcher.deadline(), self._clock())
+            await self._reading.wait()
             records = await self._poll(timeout, max_records)
+            if not self._reading.is_set():
+                continue  # a replay began during the poll: it rewinds, and these are read again
             # after the poll, not before: a rebalance (or a replay's rewind) during the poll has
             # already moved positions, and what the poll returns is read from the new ones
             generation = self._generation
@@ -403,23 +409,38 @@ class Worker:
                 self._outage.failed(exc)
             else:
                 raise exc
-        self._generation += 1  # drop what is in flight: it is read again
+        # no reading until every partition is rewound; what is in flight is dropped and read again
+        self._reading.clear()
+        self._generation += 1
         self.checkpoint.forget_all()
-        for tp, exc in failed.items():
-            if isinstance(exc, TransactionFailed):
-                await self._recover(transactions, tp)
-        await self._source.rewind(self._first_offsets)
+        try:
+            for tp, exc in failed.items():
+                if isinstance(exc, TransactionFailed):
+                    await self._through_outage(lambda tp=tp: self._recover(transactions, tp))
+            await self._through_outage(lambda: self._source.rewind(self._first_offsets))
+        finally:
+            self._reading.set()
 
-    async def _recover(self, transactions: PartitionTransactions, tp: TopicPartition) -> None:
-        """A live producer for ``tp`` whose previous transaction is settled, through an outage."""
+    @staticmethod
+    async def _recover(transactions: PartitionTransactions, tp: TopicPartition) -> None:
+        """A live producer for ``tp`` whose previous transaction is settled (the committed
+        offset is final after this); a fenced partition is someone else's now."""
+        try:
+            await transactions.recover(tp)
+        except TransactionFenced:
+            pass
+
+    async def _through_outage(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Retry ``call`` while Kafka is unreachable, up to the outage deadline."""
         attempt = 0
         while True:
             try:
-                await transactions.recover(tp)
+                await call()
+                self._outage.ok()
                 return
-            except TransactionFenced:
-                return
-            except TransactionFailed as exc:
+            except (KafkaError, TransactionFailed) as exc:
+                if is_access_denied(exc):
+                    raise KafkaAccessDenied(exc) from exc
                 self._outage.failed(exc)
                 if self._outage.expired():
                     raise BrokerUnavailable(self._outage.seconds(), exc) from exc

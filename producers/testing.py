@@ -90,6 +90,7 @@ class MemoryTransactions:
         self._failures: dict[TopicPartition, BaseException] = {}
         self._refuse: Callable[[OutRecord], bool] = lambda record: False
         self.hold: asyncio.Event | None = None
+        self.recover_failures = 0
 
     def fail_next(self, tp: TopicPartition, error: BaseException) -> None:
         self._failures[tp] = error
@@ -108,6 +109,11 @@ class MemoryTransactions:
         self.owned -= set(tps)
 
     async def recover(self, tp: TopicPartition) -> None:
+        from producers.transactional import TransactionFailed
+
+        if self.recover_failures > 0:  # the broker is still away
+            self.recover_failures -= 1
+            raise TransactionFailed(tp, ConnectionError("broker away"))
         self.recovered.append(tp)
 
     async def close(self) -> None:

@@ -50,11 +50,12 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
 def test_a_30s_outage_through_broker_stop_and_start_loses_nothing(own_broker: tuple[Path, str],
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, delivery: str) -> None:
     home, bootstrap = own_broker
     topics = Topics(bootstrap, partitions=2)
-    worker = WorkerProcess("outage", topics.worker_env(), tmp_path)
+    worker = WorkerProcess("outage", topics.worker_env() | {"STREAMINFER_DELIVERY": delivery}, tmp_path)
     try:
         wait_until(lambda: len(worker.assigned()) == 2, 60, "the worker to join", [worker])
         events = list(iter_synthetic_transactions(900, seed=3))
@@ -77,9 +78,11 @@ def test_a_30s_outage_through_broker_stop_and_start_loses_nothing(own_broker: tu
         code = worker.stop()
     ids = {r.event_id for r in results}
     assert ids == {e.id for e in events}, f"{len(ids)} of 900 transactions got results"
-    print(f"outage: {OUTAGE_S}s, {outage_lines} log lines meanwhile, "
-          f"{len(results) - len(ids)} duplicate results (at-least-once replay)")
+    duplicates = len(results) - len(ids)
+    print(f"{delivery}, outage of {OUTAGE_S}s: {outage_lines} log lines meanwhile, {duplicates} duplicate results")
     assert outage_lines <= 20, worker.log()[-4000:]
+    if delivery == "exactly-once":
+        assert duplicates == 0
     assert "Kafka unreachable" in worker.log() and "Kafka reachable again" in worker.log()
     assert code == 0
 

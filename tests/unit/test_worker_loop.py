@@ -479,3 +479,25 @@ def test_records_a_poll_returns_after_a_rebalance_inside_it_are_processed_not_dr
         assert sorted(ids) == sorted(f"t{i}" for i in range(20))
 
     run(scenario)
+
+
+def test_exactly_once_reads_nothing_until_a_replay_has_rewound_even_through_an_outage() -> None:
+    async def scenario() -> None:
+        source = MemorySource(partitions=2)
+        txns = MemoryTransactions(source)
+        for i in range(20):
+            source.add(txn(i), partition=i % 2)
+        txns.fail_next(TopicPartition("in", 1), KafkaTimeoutError("broker lost mid-transaction"))
+        txns.recover_failures = 3  # the producer can only be re-created once the broker is back
+        h = Harness(source, None, transactions=txns)
+        h.start()
+        for i in range(20, 60):  # input keeps coming meanwhile
+            source.add(txn(i), partition=i % 2)
+            await asyncio.sleep(0.01)
+        await eventually(lambda: h.committed(0) == 30 and h.committed(1) == 30, "all committed")
+        await h.finish()
+        ids = committed_ids(txns)
+        assert sorted(ids) == sorted(f"t{i}" for i in range(60)) and len(ids) == len(set(ids))
+        assert txns.recover_failures == 0 and source.rewinds == 1
+
+    run(scenario)
