@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
@@ -41,6 +43,9 @@ class KafkaSource:
             auto_offset_reset=s.auto_offset_reset,
             max_poll_interval_ms=s.max_poll_interval_ms,
             session_timeout_ms=s.session_timeout_ms,
+            # revoking finishes in-flight batches (inference, acks, transactions) before the
+            # partitions move: give it as long as a poll interval, not a session timeout
+            rebalance_timeout_ms=s.max_poll_interval_ms,
             heartbeat_interval_ms=max(1000, s.session_timeout_ms // 4),
             # prefetch is bounded explicitly; the broker still returns a single record larger
             # than these limits whole, so no message is ever too big to be fetched
@@ -80,14 +85,12 @@ class KafkaSource:
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
 
-    async def rewind(self, first_offsets: dict[TopicPartition, int]) -> None:
-        # not aiokafka's seek_to_committed: it leaves a partition with nothing committed
-        # (or committed at 0) where it is, which would skip the records being replayed
-        for tp in self.consumer.assignment():
-            committed = await self.consumer.committed(tp)
-            target = committed if committed is not None else first_offsets.get(tp)
-            if target is not None:
-                self.consumer.seek(tp, target)
+    async def committed_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        return {tp: await self.consumer.committed(tp) for tp in tps}
+
+    def seek(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            self.consumer.seek(tp, offset)
 
     async def cluster_id(self) -> str:
         """Ask the broker which cluster this is (a metadata request for no topics).

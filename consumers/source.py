@@ -6,7 +6,7 @@ behind the same protocol, for testing the worker loop without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,7 +50,12 @@ class Source(Protocol):
         """The id of the cluster this source is connected to now (asks the broker)."""
         ...
 
-    async def rewind(self, first_offsets: dict[TopicPartition, int]) -> None:
-        """Move every assigned partition back to its committed offset, or to the first
-        offset this member read from it (``first_offsets``) where nothing is committed."""
+    def assignment(self) -> set[TopicPartition]: ...
+
+    async def committed_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None: nothing committed), asked of the broker."""
+        ...
+
+    def seek(self, offsets: dict[TopicPartition, int]) -> None:
+        """Read these partitions from these offsets next (takes effect at once, no I/O)."""
         ...

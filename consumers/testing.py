@@ -27,7 +27,7 @@ class MemorySource:
         self.commits: list[dict[TopicPartition, int]] = []
         self.cluster = cluster_id
         self.polled = 0  # records handed out
-        self.rewinds = 0
+        self.seeks = 0
         self.poll_error: BaseException | None = None
         # runs once inside the next poll, before records are read: a rebalance in mid-poll
         self.during_next_poll: Callable[[], Awaitable[None]] | None = None
@@ -85,10 +85,22 @@ class MemorySource:
             raise self.cluster_error
         return self.cluster
 
-    async def rewind(self, first_offsets: dict[TopicPartition, int]) -> None:
-        self.rewinds += 1
-        for tp in self.position:
-            self.position[tp] = self.committed.get(tp, first_offsets.get(tp, self.position[tp]))
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.position)
+
+    async def committed_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        if self.cluster_error is not None:
+            raise self.cluster_error
+        result = {tp: self.committed.get(tp) for tp in tps}
+        await asyncio.sleep(0)  # an await between partitions, as a broker round trip has
+        return result
+
+    def seek(self, offsets: dict[TopicPartition, int]) -> None:
+        self.seeks += 1
+        for tp, offset in offsets.items():
+            if tp not in self.position:
+                raise AssertionError(f"seek of {tp}, which is not assigned")
+            self.position[tp] = offset
 
     # -- rebalances --------------------------------------------------------------------
 

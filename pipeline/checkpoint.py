@@ -36,9 +36,16 @@ PROBE_INTERVAL_S = 5.0
 _ASK_TIMEOUT_S = 10.0
 
 
-def is_access_denied(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return "Authorization" in name or "Authentication" in name or name == "SaslAuthenticationFailed"
+def is_access_denied(exc: BaseException | None) -> bool:
+    """Credentials or permissions refused, here or in what this error wraps."""
+    seen = 0
+    while exc is not None and seen < 5:
+        name = type(exc).__name__
+        if "Authorization" in name or "Authentication" in name or name == "SaslAuthenticationFailed":
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return False
 
 
 class Checkpoint:
@@ -104,7 +111,10 @@ class Checkpoint:
             try:
                 if not self._same_cluster(await self._ask_cluster_id()):
                     return
-                await self._source.commit(offsets)
+                await asyncio.wait_for(self._source.commit(offsets), _ASK_TIMEOUT_S)
+            except TimeoutError:
+                self._failed(KafkaTimeoutError(f"commit not answered within {_ASK_TIMEOUT_S:.0f}s"))
+                return
             except _GROUP_MOVED as exc:
                 log.warning("commit of %s failed, the group moved on: %s", _names(offsets), exc)
                 return
@@ -153,7 +163,7 @@ class Checkpoint:
             return False
         return True
 
-    def _failed(self, exc: KafkaError) -> None:
+    def _failed(self, exc: BaseException) -> None:
         if is_access_denied(exc):
             self.fatal = KafkaAccessDenied(exc)
             return

@@ -25,6 +25,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumers.source import InputRecord
+from pipeline.outage import describe
 from pipeline.runner import Outcome as Inference
 from producers.sinks import OutRecord, max_request_bytes
 from schemas.codec import Limits, content_type_headers, dead_letter_headers, decode_input, encode
@@ -95,6 +96,16 @@ class Outcomes:
         batch_size: int,
     ) -> Outcome:
         """The result of one inference, or the dead letter saying why there is none."""
+        try:
+            return self._result(source, event, inference, received_ms, closed_ms, produced_ms, batch_size)
+        except Exception as exc:  # e.g. a cyclic or absurdly deep model output
+            log.exception("building the result of %s:%d@%d raised", source.topic, source.partition, source.offset)
+            return self.dead_letter(source, Reason.INTERNAL_ERROR, f"building the result raised {describe(exc)}")
+
+    def _result(
+        self, source: InputRecord, event: Frame | Transaction, inference: Inference,
+        received_ms: int, closed_ms: int, produced_ms: int, batch_size: int,
+    ) -> Outcome:
         if inference.error is not None:
             return self.dead_letter(source, inference.error.reason, inference.error.message)
         problem = invalid_output(inference.outputs, inference.output_fields)

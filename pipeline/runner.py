@@ -26,7 +26,6 @@ from pipeline.models.base import ItemRejected, Model
 from schemas.errors import DecodeError, Reason
 from schemas.models import Frame, InputKind, Transaction
 
-
 log = logging.getLogger("streaminfer.runner")
 
 

@@ -21,6 +21,7 @@ the outage deadline, credentials refused, the cluster id changed, or a bug.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from consumers.source import InputRecord, Source
 from pipeline.batcher import Batch, Batcher
@@ -47,6 +48,8 @@ log = logging.getLogger("streaminfer.worker")
 
 _POLL_MS = 100
 _RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
+_POLL_GRACE_S = 5.0
+_ASK_TIMEOUT_S = 10.0
 
 
 def wall_ms() -> int:
@@ -143,11 +146,16 @@ class Worker:
         # the next batch, so broker round trips overlap inference
         self._deliveries: asyncio.Queue[Sent] = asyncio.Queue(settings.queued_batches)
         self._generation = 0
-        # first offset read per partition: where a replay starts when nothing is committed yet
+        # exactly-once positions: the lowest offset read per partition (where a replay starts
+        # when nothing is committed yet) and the next offset of this worker's last commit
         self._first_offsets: dict[TopicPartition, int] = {}
-        # cleared while an exactly-once replay rewinds the partitions: nothing is read meanwhile
+        self._txn_next: dict[TopicPartition, int] = {}
+        self._txn_failures = 0
+        # cleared while exactly-once positions are being (re)set: nothing is read meanwhile
         self._reading = asyncio.Event()
         self._reading.set()
+        # set when the infer or delivery loop died: nothing waits for them to drain any more
+        self._loops_dead = asyncio.Event()
         self.stats = WorkerStats()
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
@@ -180,6 +188,8 @@ class Worker:
             async with asyncio.TaskGroup() as tasks:
                 infer = tasks.create_task(self._infer_loop(), name="infer")
                 deliver = tasks.create_task(self._delivery_loop(), name="deliver")
+                for task in (infer, deliver):
+                    task.add_done_callback(self._on_loop_done)
                 await self._consume_loop(stop)
                 await self._finish_in_flight()
                 infer.cancel()
@@ -187,6 +197,10 @@ class Worker:
         except BaseExceptionGroup as group:
             # one clear reason to stop, not a group of tracebacks
             raise _first(group) from None
+
+    def _on_loop_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._loops_dead.set()
 
     # -- consume side -------------------------------------------------------------
 
@@ -198,16 +212,20 @@ class Worker:
             timeout = poll_timeout_ms(self._batcher.deadline(), self._clock())
             await self._reading.wait()
             records = await self._poll(timeout, max_records)
+            for record in records:  # before any record is dropped: a replay may start here
+                first = self._first_offsets.get(record.tp)
+                if first is None or record.offset < first:
+                    self._first_offsets[record.tp] = record.offset
             if not self._reading.is_set():
-                continue  # a replay began during the poll: it rewinds, and these are read again
-            # after the poll, not before: a rebalance (or a replay's rewind) during the poll has
-            # already moved positions, and what the poll returns is read from the new ones
+                continue  # positions are being reset (exactly-once): these are read again
+            # after the poll, not before: a rebalance during the poll has already moved
+            # positions, and what the poll returns is read from the new ones
             generation = self._generation
             for record in records:
                 if generation != self._generation:
                     break  # a rebalance or a replay ran meanwhile: the rest is read again
-                self.checkpoint.track(record.tp, record.offset)
-                self._first_offsets.setdefault(record.tp, record.offset)
+                if self._transactions is None:  # exactly-once commits offsets in transactions
+                    self.checkpoint.track(record.tp, record.offset)
                 item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
                 for closed in self._batcher.add(item, len(record.value or b""), self._clock()):
                     await self._enqueue(closed)
@@ -216,7 +234,12 @@ class Worker:
 
     async def _poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         try:
-            records = await self._source.poll(timeout_ms, max_records)
+            # a poll waits without limit while the group rebalances: bound it, so stop and
+            # the outage deadline are still looked at
+            async with asyncio.timeout(timeout_ms / 1000 + _POLL_GRACE_S):
+                records = await self._source.poll(timeout_ms, max_records)
+        except TimeoutError:
+            return []
         except KafkaError as exc:
             if is_access_denied(exc):
                 raise KafkaAccessDenied(exc) from exc
@@ -235,11 +258,22 @@ class Worker:
         await self._queue.put((batch, wall_ms()))
 
     async def _finish_in_flight(self) -> None:
-        """Close the open window and wait until everything consumed so far is delivered."""
+        """Close the open window and wait until everything consumed so far is delivered.
+
+        Returns at once if the infer or delivery loop has died (the worker is stopping with
+        its error): a rebalance callback waiting here would otherwise hold up the exit.
+        """
         if (batch := self._batcher.flush(self._clock())) is not None:
-            await self._enqueue(batch)
-        await self._queue.join()
-        await self._deliveries.join()
+            await self._unless_loops_dead(self._enqueue(batch))
+        await self._unless_loops_dead(self._queue.join())
+        await self._unless_loops_dead(self._deliveries.join())
+
+    async def _unless_loops_dead(self, waiting: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(waiting)
+        dead = asyncio.ensure_future(self._loops_dead.wait())
+        await asyncio.wait({task, dead}, return_when=asyncio.FIRST_COMPLETED)
+        for pending in (task, dead):
+            pending.cancel()
 
     # -- infer side ---------------------------------------------------------------
 
@@ -349,7 +383,8 @@ class Worker:
         A batch holds a contiguous run of each partition's offsets, and batches are
         delivered in order, so each transaction's offset covers exactly its records. A
         transaction that fails is aborted; then everything in flight is dropped and every
-        partition is read again from its committed offset, so nothing is lost or doubled.
+        partition is read again from where its next transaction starts, so nothing is lost
+        or doubled.
         """
         if any(it.generation != self._generation for it in sent.items):
             self.stats.dropped_after_revoke += len(sent.items)
@@ -367,12 +402,16 @@ class Worker:
         for tp, result in zip(by_partition, done, strict=True):
             if isinstance(result, BaseException):
                 failed[tp] = result
-            else:
-                for outcome in result:
-                    self.stats.count(outcome)
+                continue
+            self._txn_next[tp] = result[-1].source.offset + 1
+            for outcome in result:
+                self.stats.count(outcome)
         self.stats.batches += 1
         if failed:
             await self._replay(transactions, failed)
+        else:
+            self._txn_failures = 0
+            self._outage.ok()
 
     async def _transact(
         self, transactions: PartitionTransactions, tp: TopicPartition, outcomes: list[Outcome], refusals: int = 0,
@@ -391,33 +430,39 @@ class Worker:
             if len(outcomes) > 1:
                 return [o for one in outcomes for o in await self._transact(transactions, tp, [one])]
             if refusals >= 2:
-                raise WorkerExit(f"the dead-letter topic refuses even a dead letter without its original: {exc}")
+                raise WorkerExit(
+                    f"the dead-letter topic refuses even a dead letter without its original: {exc}"
+                ) from exc
             return await self._transact(
                 transactions, tp, [self._outcomes.refused(outcomes[0], exc.cause)], refusals + 1
             )
-        self._outage.ok()
         return outcomes
 
     async def _replay(self, transactions: PartitionTransactions, failed: dict[TopicPartition, BaseException]) -> None:
+        """After failed transactions: drop what is in flight and read every partition again
+        from where its next transaction starts. Repeated failures back off and count as an
+        outage, so a fault that never clears ends the worker at the outage deadline."""
         for tp, exc in failed.items():
-            if isinstance(exc, TransactionFenced):
-                log.warning("%s:%d: another member took this partition over (fenced); dropping its work",
-                            tp.topic, tp.partition)
-            elif isinstance(exc, TransactionFailed):
-                log.warning("transaction for %s:%d aborted (%s); replaying from the committed offset",
-                            tp.topic, tp.partition, describe(exc.cause or exc))
-                self._outage.failed(exc)
-            else:
+            if not isinstance(exc, TransactionFailed | TransactionFenced):
                 raise exc
-        # no reading until every partition is rewound; what is in flight is dropped and read again
+            if is_access_denied(exc):
+                raise KafkaAccessDenied(exc)
+            what = "another member took it over (fenced)" if isinstance(exc, TransactionFenced) else "aborted"
+            log.warning("transaction for %s:%d %s: %s; reading again from the last commit",
+                        tp.topic, tp.partition, what, describe(getattr(exc, "cause", None) or exc))
+            self._outage.failed(exc)
         self._reading.clear()
         self._generation += 1
         self.checkpoint.forget_all()
+        self._txn_failures += 1
         try:
+            if self._outage.expired():
+                raise BrokerUnavailable(self._outage.seconds(), self._outage.last_error)
+            await asyncio.sleep(_RETRY_BACKOFF_S[min(self._txn_failures - 1, len(_RETRY_BACKOFF_S) - 1)])
             for tp, exc in failed.items():
                 if isinstance(exc, TransactionFailed):
-                    await self._through_outage(lambda tp=tp: self._recover(transactions, tp))
-            await self._through_outage(lambda: self._source.rewind(self._first_offsets))
+                    await self._through_outage(functools.partial(self._recover, transactions, tp))
+            await self._through_outage(self._reposition)
         finally:
             self._reading.set()
 
@@ -430,13 +475,33 @@ class Worker:
         except TransactionFenced:
             pass
 
+    async def _reposition(self) -> None:
+        """Seek every assigned partition to where its next transaction starts.
+
+        That is the later of the group's committed offset and this worker's own last
+        commit (the broker does not show a commit whose markers are still being written),
+        else the lowest offset read. Every offset is asked first and all seeks happen at
+        once, so no poll sees a half-repositioned assignment.
+        """
+        tps = self._source.assignment()
+        try:
+            committed = await asyncio.wait_for(self._source.committed_offsets(tps), _ASK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(f"no committed offsets within {_ASK_TIMEOUT_S:.0f}s") from exc
+        targets: dict[TopicPartition, int] = {}
+        for tp in tps:
+            known = [o for o in (committed.get(tp), self._txn_next.get(tp)) if o is not None]
+            target = max(known) if known else self._first_offsets.get(tp)
+            if target is not None:
+                targets[tp] = target
+        self._source.seek(targets)
+
     async def _through_outage(self, call: Callable[[], Awaitable[None]]) -> None:
         """Retry ``call`` while Kafka is unreachable, up to the outage deadline."""
         attempt = 0
         while True:
             try:
                 await call()
-                self._outage.ok()
                 return
             except (KafkaError, TransactionFailed) as exc:
                 if is_access_denied(exc):
@@ -451,27 +516,53 @@ class Worker:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("worker %s: partitions revoked: %s", self.settings.worker_id, _names(revoked))
-        await self._finish_in_flight()
-        if self._transactions is None:
-            await self.checkpoint.commit()
-        else:
-            await self._transactions.revoke(revoked)
-        self._generation += 1
-        self.checkpoint.forget(revoked)
-        for tp in revoked:
-            self._first_offsets.pop(tp, None)
+        try:
+            await self._finish_in_flight()
+            if self._transactions is None:
+                await self.checkpoint.commit()
+            else:
+                # nothing is read until the next assignment is fenced and positioned
+                self._reading.clear()
+                await self._transactions.revoke(revoked)
+        except Exception as exc:  # aiokafka would swallow it: stop the worker with it instead
+            self.checkpoint.fatal = self.checkpoint.fatal or _as_worker_exit(exc)
+        finally:
+            self._generation += 1
+            self.checkpoint.forget(revoked)
+            for tp in revoked:
+                self._first_offsets.pop(tp, None)
+                self._txn_next.pop(tp, None)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("worker %s: partitions assigned: %s", self.settings.worker_id, _names(assigned))
         self.stats.partitions_seen.update(_names(assigned))
-        if self._transactions is not None:
-            # before positions are fetched: a new producer per partition fences the old owner
-            # and settles its open transaction, so the committed offsets read next are final
-            try:
-                await self._transactions.assign(assigned)
-            except TransactionFailed as exc:
-                log.warning("starting transactional producers failed (%s); the first commit retries",
-                            describe(exc.cause or exc))
+        if self._transactions is None:
+            return
+        try:
+            await self._fence_previous_owners(self._transactions, assigned)
+            # the previous owners' transactions are settled now: committed offsets are final.
+            # aiokafka may already have fetched positions (and records) from before that.
+            await self._through_outage(self._reposition)
+            self._generation += 1
+        except Exception as exc:  # aiokafka would swallow it: stop the worker with it instead
+            self.checkpoint.fatal = self.checkpoint.fatal or _as_worker_exit(exc)
+        finally:
+            self._reading.set()
+
+    async def _fence_previous_owners(self, transactions: PartitionTransactions, tps: set[TopicPartition]) -> None:
+        """A transactional producer per partition: its start fences the previous owner and
+        settles (aborts or completes) that owner's open transaction."""
+        try:
+            await transactions.assign(tps)
+        except TransactionFailed:
+            for tp in tps:
+                await self._through_outage(functools.partial(self._recover, transactions, tp))
+
+
+def _as_worker_exit(exc: BaseException) -> WorkerExit:
+    if isinstance(exc, WorkerExit):
+        return exc
+    return WorkerExit(f"rebalance callback failed: {describe(exc)}")
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

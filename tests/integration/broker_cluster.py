@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-
-from pipeline.config import KafkaSettings
-from pipeline.topics import create_topics
 
 POLL_MS = 200
 
@@ -70,35 +66,6 @@ def wait_until_in_sync(bootstrap: str, replicas: int, timeout_s: float) -> None:
         ]
         if lagging:
             time.sleep(0.5)
-
-
-class ReplicatedTopics:
-    """Fresh uuid-named input, results and dead-letter topics replicated ``replication`` times,
-    with the environment a ``python -m pipeline worker`` needs to use them."""
-
-    def __init__(self, bootstrap: str, partitions: int, replication: int) -> None:
-        suffix = uuid.uuid4().hex[:8]
-        self.bootstrap = bootstrap
-        self.inputs = f"in-{suffix}"
-        self.results = f"results-{suffix}"
-        self.dead_letters = f"dlq-{suffix}"
-        self.group = f"group-{suffix}"
-        asyncio.run(create_topics(
-            KafkaSettings(kafka_bootstrap=bootstrap),
-            [self.inputs, self.results, self.dead_letters],
-            partitions,
-            replication=replication,
-        ))
-
-    def worker_env(self) -> dict[str, str]:
-        return {
-            "STREAMINFER_KAFKA_BOOTSTRAP": self.bootstrap,
-            "STREAMINFER_INPUT_TOPICS": self.inputs,
-            "STREAMINFER_RESULTS_TOPIC": self.results,
-            "STREAMINFER_DEAD_LETTER_TOPIC": self.dead_letters,
-            "STREAMINFER_GROUP_ID": self.group,
-            "STREAMINFER_TORCH_THREADS": "1",
-        }
 
 
 def idempotent_producer(bootstrap: str) -> AIOKafkaProducer:

@@ -26,7 +26,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 class Topics:
     """Fresh uuid-named topics for one test."""
 
-    def __init__(self, bootstrap: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, partitions: int, replication: int = 1) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.bootstrap = bootstrap
         self.partitions = partitions
@@ -38,6 +38,7 @@ class Topics:
             KafkaSettings(kafka_bootstrap=bootstrap),
             [self.inputs, self.results, self.dead_letters],
             partitions,
+            replication=replication,
         ))
 
     def worker_env(self) -> dict[str, str]:

@@ -31,7 +31,6 @@ from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from schemas import Result
 from tests.integration.broker_cluster import (
-    ReplicatedTopics,
     cluster_id,
     consume,
     idempotent_producer,
@@ -40,6 +39,7 @@ from tests.integration.broker_cluster import (
     topic_names,
     wait_until_in_sync,
 )
+from tests.integration.conftest import Topics
 from tests.integration.helpers import read_all
 from tests.integration.workers import WorkerProcess, wait_until
 
@@ -241,7 +241,7 @@ def test_a_worker_loses_nothing_when_the_leader_of_its_input_is_killed(
     cluster: LocalBroker, tmp_path: Path
 ) -> None:
     bootstrap = _healthy(cluster)
-    topics = ReplicatedTopics(bootstrap, partitions=3, replication=3)
+    topics = Topics(bootstrap, partitions=3, replication=3)
     wait_until_in_sync(bootstrap, replicas=3, timeout_s=IN_SYNC_TIMEOUT_S)
     worker = WorkerProcess("survivor", topics.worker_env(), tmp_path)
     killed = 0

@@ -14,7 +14,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -84,7 +83,9 @@ def messages(draw: st.DrawFn) -> Message:
 
 
 @pytest.fixture(scope="module")
-def fuzz_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Topics, WorkerProcess]]:
+def fuzz_worker(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Topics, WorkerProcess]]:
     topics = Topics(kafka_bootstrap, partitions=2)
     worker = WorkerProcess("fuzz", topics.worker_env() | {
         "STREAMINFER_FRAME_MODEL": "builtin:frame-cnn", "STREAMINFER_MAX_WAIT_MS": "10",

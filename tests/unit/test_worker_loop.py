@@ -397,7 +397,7 @@ def test_exactly_once_replays_an_aborted_transaction_from_the_committed_offset_w
         h.start()
         await eventually(lambda: h.committed(0) == 20 and h.committed(1) == 20, "all committed")
         await h.finish()
-        assert len(txns.aborted) == 1 and source.rewinds == 1 and txns.recovered == [TopicPartition("in", 0)]
+        assert len(txns.aborted) == 1 and source.seeks == 2  # the first assignment, then the replay and txns.recovered == [TopicPartition("in", 0)]
         ids = committed_ids(txns)
         assert sorted(ids) == sorted(f"t{i}" for i in range(40)) and len(ids) == len(set(ids))
 
@@ -445,7 +445,8 @@ def test_exactly_once_a_refused_record_is_replaced_by_its_dead_letter_inside_the
         await h.finish()
         assert sorted(committed_ids(txns)) == ["t0", "t1", "t3"]
         [dl] = [r for r in txns.records() if r.topic == DLQ]
-        assert dict(dl.headers)[DLQ_REASON] == b"result_rejected" and dict(dl.headers)["streaminfer-source-offset"] == b"2"
+        headers = dict(dl.headers)
+        assert headers[DLQ_REASON] == b"result_rejected" and headers["streaminfer-source-offset"] == b"2"
         # the batch's transaction was aborted; its records then went one transaction each
         assert [len(records) for _, records, _ in txns.committed] == [1, 1, 1, 1] and len(txns.aborted) == 2
 
@@ -498,6 +499,61 @@ def test_exactly_once_reads_nothing_until_a_replay_has_rewound_even_through_an_o
         await h.finish()
         ids = committed_ids(txns)
         assert sorted(ids) == sorted(f"t{i}" for i in range(60)) and len(ids) == len(set(ids))
-        assert txns.recover_failures == 0 and source.rewinds == 1
+        assert txns.recover_failures == 0 and source.seeks == 2  # the first assignment, then the replay
+
+    run(scenario)
+
+
+def test_a_fatal_error_while_a_revoke_waits_ends_the_worker_instead_of_hanging_it() -> None:
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from pipeline.exceptions import KafkaAccessDenied
+
+    class CoordinatorLikeSource(MemorySource):
+        """Like aiokafka: stop() awaits the coordination task running the revoke callback."""
+
+        revoking: asyncio.Task[None] | None = None
+
+        async def stop(self) -> None:
+            if self.revoking is not None:
+                await self.revoking
+            self.stopped = True
+
+    async def scenario() -> None:
+        source, sink = CoordinatorLikeSource(), MemorySink()
+        for i in range(20):
+            source.add(txn(i))
+        sink.hold()
+        h = Harness(source, sink, max_batch_size=4)
+        h.start()
+        await eventually(lambda: len(sink.sent) >= 4, "outcomes in flight")
+        source.revoking = asyncio.create_task(source.revoke([TopicPartition("in", 0)]))
+        await asyncio.sleep(0.05)
+        for _, future in sink._pending:  # the broker now refuses this worker's writes
+            future.set_exception(TopicAuthorizationFailedError())
+        assert h.task is not None
+        with pytest.raises(KafkaAccessDenied) as info:
+            await asyncio.wait_for(h.task, 5)
+        assert info.value.exit_code == 4 and source.revoking.done()
+
+    run(scenario)
+
+
+def test_exactly_once_refused_credentials_inside_a_transaction_end_the_worker_with_exit_4() -> None:
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from pipeline.exceptions import KafkaAccessDenied
+
+    async def scenario() -> None:
+        source = MemorySource()
+        txns = MemoryTransactions(source)
+        source.add(txn(0))
+        txns.fail_next(TopicPartition("in", 0), TopicAuthorizationFailedError())
+        h = Harness(source, None, transactions=txns)
+        h.start()
+        assert h.task is not None
+        with pytest.raises(KafkaAccessDenied):
+            await asyncio.wait_for(h.task, 5)
+        assert txns.committed == []
 
     run(scenario)
