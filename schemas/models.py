@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 # Kafka timestamps and offsets are signed 64-bit: larger integers cannot travel in a result
 INT64_MAX = 2**63 - 1
 
