@@ -9,6 +9,7 @@ worker refuses to commit its old offsets there and exits with code 5.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from tests.integration.helpers import collect_results, read_all
 from tests.integration.workers import WorkerProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTAGE_S = 30
+OUTAGE_S = int(os.environ.get("STREAMINFER_TEST_OUTAGE_S", "30"))  # CI: 30; longer ones by hand
 
 
 def broker_cli(home: Path, *args: str) -> str:
@@ -80,7 +81,7 @@ def test_a_30s_outage_through_broker_stop_and_start_loses_nothing(own_broker: tu
     assert ids == {e.id for e in events}, f"{len(ids)} of 900 transactions got results"
     duplicates = len(results) - len(ids)
     print(f"{delivery}, outage of {OUTAGE_S}s: {outage_lines} log lines meanwhile, {duplicates} duplicate results")
-    assert outage_lines <= 20, worker.log()[-4000:]
+    assert outage_lines <= 20 + OUTAGE_S // 30 * 5, worker.log()[-4000:]
     if delivery == "exactly-once":
         assert duplicates == 0
     assert "Kafka unreachable" in worker.log() and "Kafka reachable again" in worker.log()
