@@ -1,0 +1,79 @@
+"""What a worker has in flight, and when it stops counting.
+
+Every item read is tagged with the current generation; bumping it (``drop``) drops
+everything in flight at once: after a rebalance or an exactly-once replay those records
+are read again from the positions that the consumer now holds. The ``reading`` gate stops
+the consume loop while exactly-once positions are being reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from consumers.source import InputRecord
+from pipeline.outcomes import Outcome
+from producers.sinks import Delivery
+from schemas.errors import DecodeError
+from schemas.models import Frame, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    record: InputRecord
+    event: Frame | Transaction | DecodeError
+    received_ms: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch's outcomes on their way: one delivery future per outcome."""
+
+    items: tuple[WorkItem, ...]
+    # exactly-once: no delivery yet (None), the outcomes go out in a transaction
+    outcomes: tuple[tuple[Outcome, Delivery | None], ...]
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self.generation = 0
+        self.reading = asyncio.Event()
+        self.reading.set()
+
+    def drop(self) -> None:
+        """Everything in flight stops counting: it will be read again."""
+        self.generation += 1
+
+    def current(self, item: WorkItem) -> bool:
+        return item.generation == self.generation
+
+
+@dataclass
+class WorkerStats:
+    results: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    dropped_after_revoke: int = 0
+    produce_retries: int = 0
+    partitions_seen: set[str] = field(default_factory=set)
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome.is_result:
+            self.results += 1
+        else:
+            self.dead_letters += 1
+            self.dead_letter_reasons[str(outcome.reason)] += 1
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "results": self.results,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "dropped_after_revoke": self.dropped_after_revoke,
+            "produce_retries": self.produce_retries,
+            "partitions_seen": sorted(self.partitions_seen),
+            "dead_letter_reasons": dict(self.dead_letter_reasons),
+        }
