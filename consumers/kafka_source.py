@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.client import ConnectionGroup
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -96,11 +97,13 @@ class KafkaSource:
         """Ask the broker which cluster this is (a metadata request for no topics).
 
         aiokafka's cluster metadata does not keep the id, so this goes through the
-        consumer's client: the one place that touches aiokafka internals.
+        consumer's client: the one place here that touches aiokafka internals.
         """
         client = self.consumer._client
         node_id = client.get_random_node()
         if node_id is None:
             raise KafkaConnectionError("no broker of the cluster is known")
-        response = await client.send(node_id, MetadataRequest([]))
+        # on the coordination connection, like commits: on the default one it would queue
+        # behind a fetch the broker holds for up to fetch_max_wait_ms (500 ms)
+        response = await client.send(node_id, MetadataRequest([]), group=ConnectionGroup.COORDINATION)
         return str(response.to_object()["cluster_id"])
