@@ -8,6 +8,8 @@ letter). Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 a bug in the worker (trace
 
 from __future__ import annotations
 
+from pipeline.outage import describe
+
 
 class WorkerExit(Exception):
     """The worker cannot go on; ``exit_code`` says why to whoever runs it."""
@@ -19,10 +21,8 @@ class BrokerUnavailable(WorkerExit):
     exit_code = 3
 
     def __init__(self, seconds: float, cause: BaseException | None) -> None:
-        super().__init__(
-            f"the Kafka cluster has been unreachable for {seconds:.0f}s "
-            f"(last error: {type(cause).__name__ if cause else 'none'}: {cause}); giving up"
-        )
+        last = describe(cause) if cause is not None else "none"
+        super().__init__(f"the Kafka cluster has been unreachable for {seconds:.0f}s (last error: {last}); giving up")
         self.seconds = seconds
 
 
@@ -30,7 +30,7 @@ class KafkaAccessDenied(WorkerExit):
     exit_code = 4
 
     def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"Kafka refused this worker's credentials or permissions: {type(cause).__name__}: {cause}")
+        super().__init__(f"Kafka refused this worker's credentials or permissions: {describe(cause)}")
 
 
 class ClusterChanged(WorkerExit):

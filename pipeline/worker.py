@@ -105,7 +105,11 @@ class Worker:
         self._loops_dead = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
-        """Run until ``stop`` is set; then finish in-flight work, commit and leave the group."""
+        """Run until ``stop`` is set; then finish in-flight work, commit and leave the group.
+
+        A ``WorkerExit`` raised on the way is what the caller sees: closing the clients
+        afterwards is bounded and cannot replace it with an error of its own.
+        """
         self.runner.start()
         try:
             if self._sink is not None:
@@ -118,12 +122,12 @@ class Worker:
                     if self._exactly_once is None:
                         await self.checkpoint.commit()
                 finally:
-                    await self._source.stop()
+                    await _close(self._source.stop(), "the consumer")
             finally:
                 if self._sink is not None:
-                    await self._sink.stop()
+                    await _close(self._sink.stop(), "the producer")
                 if self._exactly_once is not None:
-                    await self._exactly_once.close()
+                    await _close(self._exactly_once.close(), "the transactional producers")
         finally:
             self.runner.stop()
         log.info("worker %s stopped: %s", self.settings.worker_id, self.stats.as_dict())
@@ -344,6 +348,25 @@ class Worker:
             await self._exactly_once.on_assigned(assigned)
         except Exception as exc:  # aiokafka would swallow it: stop the worker with it instead
             self.checkpoint.fatal = self.checkpoint.fatal or _as_worker_exit(exc)
+
+
+_CLOSE_TIMEOUT_S = 30.0
+
+
+async def _close(closing: Awaitable[None], what: str) -> None:
+    """Close a client on the way out, within a bound, whatever state the cluster is in.
+
+    aiokafka's ``stop()`` can raise (a fetch it cancels surfaces as CancelledError) or wait
+    on a broker that is gone; neither may hide why the worker is stopping.
+    """
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await closing
+    except (Exception, asyncio.CancelledError) as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the worker itself is being cancelled: not ours to swallow
+        log.warning("closing %s: %s", what, describe(exc) if str(exc) else type(exc).__name__)
 
 
 def _as_worker_exit(exc: BaseException) -> WorkerExit:

@@ -111,3 +111,24 @@ def test_a_wiped_cluster_on_the_same_port_stops_the_worker_before_it_commits_the
     assert code == 5, worker.log()[-3000:]
     assert "cluster id changed" in worker.log()
 
+
+
+@pytest.mark.timeout(240)
+def test_a_cluster_gone_past_the_outage_deadline_ends_the_worker_with_exit_3(
+    own_broker: tuple[Path, str], tmp_path: Path,
+) -> None:
+    home, bootstrap = own_broker
+    topics = Topics(bootstrap, partitions=1)
+    env = topics.worker_env() | {"STREAMINFER_BROKER_OUTAGE_DEADLINE_S": "15"}
+    worker = WorkerProcess("deadline", env, tmp_path)
+    try:
+        wait_until(lambda: len(worker.assigned()) == 1, 60, "the worker to join", [worker])
+        broker_cli(home, "stop")
+        stopped_at = time.monotonic()
+        wait_until(lambda: not worker.alive(), 90, "the worker to give up")
+        waited_s = time.monotonic() - stopped_at
+    finally:
+        code = worker.stop()
+    print(f"worker gave up {waited_s:.0f}s after the broker stopped (deadline 15s)")
+    assert code == 3, worker.log()[-3000:]
+    assert "unreachable for" in worker.log() and waited_s < 60
