@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
@@ -33,7 +34,45 @@ log = logging.getLogger("streaminfer.worker")
 _GROUP_MOVED = (CommitFailedError, IllegalStateError, RebalanceInProgressError)
 # how often an idle worker asks whether the cluster is still there (and still the same)
 PROBE_INTERVAL_S = 5.0
-_ASK_TIMEOUT_S = 10.0
+# the longest a single request to the cluster (metadata, commit, committed offsets) may take
+ASK_TIMEOUT_S = 10.0
+RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
+
+T = TypeVar("T")
+
+
+def backoff_s(attempt: int) -> float:
+    return RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+
+
+async def ask(request: Awaitable[T], what: str) -> T:
+    """``request``'s answer within ASK_TIMEOUT_S; no answer is a KafkaTimeoutError like any other."""
+    try:
+        return await asyncio.wait_for(request, ASK_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise KafkaTimeoutError(f"{what}: no answer within {ASK_TIMEOUT_S:.0f}s") from exc
+
+
+async def through_outage(
+    outage: Outage, call: Callable[[], Awaitable[T]], retry_on: tuple[type[Exception], ...] = (KafkaError,),
+) -> T:
+    """Retry ``call`` while it fails with ``retry_on`` errors, up to the outage deadline.
+
+    Refused credentials end it at once (exit 4), the deadline with exit 3.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except retry_on as exc:
+            failure = exc
+        if is_access_denied(failure):
+            raise KafkaAccessDenied(failure) from failure
+        outage.failed(failure)
+        if outage.expired():
+            raise BrokerUnavailable(outage.seconds(), failure) from failure
+        await asyncio.sleep(backoff_s(attempt))
+        attempt += 1
 
 
 def is_access_denied(exc: BaseException | None) -> bool:
@@ -67,21 +106,11 @@ class Checkpoint:
         self.cluster_id: str | None = None
         # set when committing must stop the worker; the worker loop raises it
         self.fatal: WorkerExit | None = None
-        self.commits = 0
 
     async def begin(self) -> None:
         """Learn the cluster id, waiting out an outage up to the outage deadline."""
-        while self.cluster_id is None:
-            try:
-                self.cluster_id = await self._ask_cluster_id()
-                self._outage.ok()
-            except KafkaError as exc:
-                self._failed(exc)
-                if self.fatal is not None:
-                    raise self.fatal from exc
-                if self._outage.expired():
-                    raise BrokerUnavailable(self._outage.seconds(), exc) from exc
-                await asyncio.sleep(1.0)
+        self.cluster_id = await through_outage(self._outage, self._ask_cluster_id)
+        self._outage.ok()
 
     def track(self, tp: TopicPartition, offset: int) -> None:
         self._offsets.track(tp, offset)
@@ -96,9 +125,6 @@ class Checkpoint:
         """Drop every partition's bookkeeping: their records are about to be read again."""
         self._offsets = OffsetTracker()
 
-    def pending(self) -> int:
-        return self._offsets.pending()
-
     async def commit(self, force: bool = True) -> None:
         """Commit delivered offsets; unforced commits happen at most every ``interval_s``."""
         if not force and self._clock() - self._last_commit < self._interval_s:
@@ -111,10 +137,7 @@ class Checkpoint:
             try:
                 if not self._same_cluster(await self._ask_cluster_id()):
                     return
-                await asyncio.wait_for(self._source.commit(offsets), _ASK_TIMEOUT_S)
-            except TimeoutError:
-                self._failed(KafkaTimeoutError(f"commit not answered within {_ASK_TIMEOUT_S:.0f}s"))
-                return
+                await ask(self._source.commit(offsets), "offset commit")
             except _GROUP_MOVED as exc:
                 log.warning("commit of %s failed, the group moved on: %s", _names(offsets), exc)
                 return
@@ -123,7 +146,6 @@ class Checkpoint:
                 return
             self._outage.ok()
             self._offsets.mark_committed(offsets)
-            self.commits += 1
 
     async def probe(self) -> None:
         """Ask the cluster for its id at most every PROBE_INTERVAL_S, so an idle worker
@@ -151,10 +173,7 @@ class Checkpoint:
         return self._same_cluster(found)
 
     async def _ask_cluster_id(self) -> str:
-        try:
-            return await asyncio.wait_for(self._source.cluster_id(), _ASK_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise KafkaTimeoutError(f"no answer to a metadata request in {_ASK_TIMEOUT_S:.0f}s") from exc
+        return await ask(self._source.cluster_id(), "metadata request")
 
     def _same_cluster(self, found: str) -> bool:
         if found != self.cluster_id:

@@ -20,10 +20,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError
 
 from consumers.source import InputRecord, Source
-from pipeline.checkpoint import Checkpoint, is_access_denied
+from pipeline.checkpoint import Checkpoint, ask, backoff_s, is_access_denied, through_outage
 from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
 from pipeline.inflight import InFlight, Sent, WorkerStats
 from pipeline.outage import Outage, describe
@@ -32,14 +32,6 @@ from producers.sinks import is_record_fault
 from producers.transactional import PartitionTransactions, TransactionFailed, TransactionFenced
 
 log = logging.getLogger("streaminfer.worker")
-
-RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
-_ASK_TIMEOUT_S = 10.0
-
-
-def backoff_s(attempt: int) -> float:
-    return RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-
 
 class ExactlyOnce:
     def __init__(
@@ -163,10 +155,7 @@ class ExactlyOnce:
     async def _reposition(self) -> None:
         """Seek every assigned partition to where its next transaction starts (see the module)."""
         tps = self._source.assignment()
-        try:
-            committed = await asyncio.wait_for(self._source.committed_offsets(tps), _ASK_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise KafkaTimeoutError(f"no committed offsets within {_ASK_TIMEOUT_S:.0f}s") from exc
+        committed = await ask(self._source.committed_offsets(tps), "committed offsets")
         targets: dict[TopicPartition, int] = {}
         for tp in tps:
             known = [o for o in (committed.get(tp), self._txn_next.get(tp)) if o is not None]
@@ -176,20 +165,7 @@ class ExactlyOnce:
         self._source.seek(targets)
 
     async def _through_outage(self, call: Callable[[], Awaitable[None]]) -> None:
-        """Retry ``call`` while Kafka is unreachable, up to the outage deadline."""
-        attempt = 0
-        while True:
-            try:
-                await call()
-                return
-            except (KafkaError, TransactionFailed) as exc:
-                if is_access_denied(exc):
-                    raise KafkaAccessDenied(exc) from exc
-                self._outage.failed(exc)
-                if self._outage.expired():
-                    raise BrokerUnavailable(self._outage.seconds(), exc) from exc
-                await asyncio.sleep(backoff_s(attempt))
-                attempt += 1
+        await through_outage(self._outage, call, retry_on=(KafkaError, TransactionFailed))
 
     # -- rebalancing (called after the worker finished its in-flight work) --------------
 

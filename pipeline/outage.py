@@ -15,9 +15,12 @@ log = logging.getLogger("streaminfer.worker")
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message``, once (Kafka's errors already start their message with the type)."""
+    """``Type: message``, the type once (Kafka's errors already start their message with it),
+    and just ``Type`` for an error without a message (e.g. CancelledError)."""
     text = str(exc)
     name = type(exc).__name__
+    if not text:
+        return name
     return text if text.startswith(name) else f"{name}: {text}"
 
 

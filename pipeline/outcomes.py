@@ -80,7 +80,7 @@ class Outcomes:
             return decode_input(record.value, record.headers, self.limits)
         except Exception as exc:
             log.exception("decoding %s:%d@%d raised", record.topic, record.partition, record.offset)
-            return DecodeError(Reason.INTERNAL_ERROR, f"decoding raised {type(exc).__name__}: {exc}")
+            return DecodeError(Reason.INTERNAL_ERROR, f"decoding raised {describe(exc)}")
 
     # -- out -----------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class Outcomes:
             value = encode(result, self._content_type)
         except Exception as exc:
             return self.dead_letter(
-                source, Reason.RESULT_ENCODING_FAILED, f"result could not be encoded: {type(exc).__name__}: {exc}"
+                source, Reason.RESULT_ENCODING_FAILED, f"result could not be encoded: {describe(exc)}"
             )
         return Outcome(source, OutRecord(self.results_topic, value, source.key, self._result_headers))
 
@@ -177,7 +177,7 @@ class Outcomes:
         A refused result becomes a ``result_rejected`` dead letter; a refused dead letter
         goes again without its original bytes (their size and hash stay in headers).
         """
-        why = f"the broker refused the {'result' if outcome.is_result else 'dead letter'}: {type(exc).__name__}: {exc}"
+        why = f"the broker refused the {'result' if outcome.is_result else 'dead letter'}: {describe(exc)}"
         if outcome.is_result:
             return self.dead_letter(outcome.source, Reason.RESULT_REJECTED, why)
         return self.dead_letter(outcome.source, outcome.reason or Reason.RESULT_REJECTED, why, keep_original=False)

@@ -31,9 +31,9 @@ from aiokafka.errors import KafkaError
 
 from consumers.source import InputRecord, Source
 from pipeline.batcher import Batch, Batcher
-from pipeline.checkpoint import Checkpoint, is_access_denied
+from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
 from pipeline.config import WorkerSettings
-from pipeline.exactly_once import ExactlyOnce, backoff_s
+from pipeline.exactly_once import ExactlyOnce
 from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
 from pipeline.inflight import InFlight, Sent, WorkerStats, WorkItem
 from pipeline.outage import Outage, describe
@@ -280,6 +280,7 @@ class Worker:
         for outcome, delivery in sent.outcomes:
             assert delivery is not None
             self.stats.count(await self._delivered(outcome, delivery))
+        self._outage.ok()  # once per batch: every outcome of it got through
         self.stats.batches += 1
         if all(self._inflight.current(it) for it in sent.items):
             for item in sent.items:
@@ -298,7 +299,6 @@ class Worker:
         while True:
             try:
                 await delivery
-                self._outage.ok()
                 return outcome
             except KafkaError as exc:
                 if is_record_fault(exc) and refusals < 2:
@@ -366,7 +366,7 @@ async def _close(closing: Awaitable[None], what: str) -> None:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # the worker itself is being cancelled: not ours to swallow
-        log.warning("closing %s: %s", what, describe(exc) if str(exc) else type(exc).__name__)
+        log.warning("closing %s: %s", what, describe(exc))
 
 
 def _as_worker_exit(exc: BaseException) -> WorkerExit:

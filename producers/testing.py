@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import RecordTooLargeError
 
 from producers.sinks import Delivery, OutRecord
+from producers.transactional import TransactionFailed
 
 
 class MemorySink:
@@ -109,8 +111,6 @@ class MemoryTransactions:
         self.owned -= set(tps)
 
     async def recover(self, tp: TopicPartition) -> None:
-        from producers.transactional import TransactionFailed
-
         if self.recover_failures > 0:  # the broker is still away
             self.recover_failures -= 1
             raise TransactionFailed(tp, ConnectionError("broker away"))
@@ -120,16 +120,12 @@ class MemoryTransactions:
         self.owned.clear()
 
     async def commit(self, tp: TopicPartition, records: Sequence[OutRecord], next_offset: int) -> None:
-        from producers.transactional import TransactionFailed
-
         if tp not in self.owned:
             raise AssertionError(f"commit for {tp}, which this member does not own")
         if self.hold is not None:
             await self.hold.wait()
         error = self._failures.pop(tp, None)
         if error is None and any(self._refuse(r) for r in records):
-            from aiokafka.errors import RecordTooLargeError
-
             error = RecordTooLargeError("the topic refuses a record this large")
         if error is not None:
             self.aborted.append((tp, list(records)))

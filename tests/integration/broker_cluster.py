@@ -4,9 +4,12 @@ and a plain produce/consume pair that counts every message."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -66,6 +69,14 @@ def wait_until_in_sync(bootstrap: str, replicas: int, timeout_s: float) -> None:
         ]
         if lagging:
             time.sleep(0.5)
+
+
+def broker_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline broker ARGS --home HOME``, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "broker", *args, "--home", str(home)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
 
 
 def idempotent_producer(bootstrap: str) -> AIOKafkaProducer:

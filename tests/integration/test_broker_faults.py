@@ -12,8 +12,6 @@ import concurrent.futures
 import contextlib
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from schemas import Result
 from tests.integration.broker_cluster import (
+    broker_cli,
     cluster_id,
     consume,
     idempotent_producer,
@@ -86,13 +85,6 @@ def test_a_restarted_broker_keeps_its_port_cluster_id_and_data(tmp_path: Path) -
         broker.stop()
 
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "broker", *args, "--home", str(home)],
-        capture_output=True, text=True, timeout=150, check=False,
-    )
-
-
 def _headline(out: str) -> tuple[str, str]:
     """(bootstrap, cluster id) from ``broker start``/``status`` output."""
     found = re.search(r"kafka running at (\S+) \(cluster (\S+),", out)
@@ -104,28 +96,28 @@ def _headline(out: str) -> tuple[str, str]:
 def test_the_cli_restarts_on_the_same_port_refuses_a_taken_one_and_resets(tmp_path: Path) -> None:
     home = tmp_path / "cli-broker"
     try:
-        started = _cli(home, "start")
+        started = broker_cli(home, "start")
         assert started.returncode == 0, started.stderr
         bootstrap, cluster = _headline(started.stdout)
-        status = _cli(home, "status")
+        status = broker_cli(home, "status")
         assert status.returncode == 0 and _headline(status.stdout) == (bootstrap, cluster)
-        assert _cli(home, "stop").stdout.strip() == "stopped"
-        assert (_cli(home, "status").returncode, _cli(home, "stop").stdout.strip()) == (1, "not running")
+        assert broker_cli(home, "stop").stdout.strip() == "stopped"
+        assert (broker_cli(home, "status").returncode, broker_cli(home, "stop").stdout.strip()) == (1, "not running")
 
         port = int(bootstrap.rsplit(":", 1)[1])
         with socket.socket() as squatter:
             squatter.bind(("127.0.0.1", port))
             squatter.listen()
-            refused = _cli(home, "start")
+            refused = broker_cli(home, "start")
         assert refused.returncode == 2
         assert f"port {port} (node 1's client listener" in refused.stderr
 
-        restarted = _cli(home, "start")
+        restarted = broker_cli(home, "start")
         assert restarted.returncode == 0, restarted.stderr
         assert _headline(restarted.stdout) == (bootstrap, cluster)
-        reset = _cli(home, "reset")
+        reset = broker_cli(home, "reset")
         assert reset.stdout.strip() == "stopped, data and saved config deleted"
-        assert _cli(home, "status").returncode == 1
+        assert broker_cli(home, "status").returncode == 1
         assert not (home / "cluster.json").exists()
         assert not list(home.glob("node-*"))
     finally:

@@ -28,7 +28,7 @@ from schemas.codec import JSON, MSGPACK
 from schemas.images import encode_image
 from schemas.models import FrameEncoding
 from tests.integration.conftest import Topics
-from tests.integration.workers import WorkerProcess, wait_until
+from tests.integration.workers import WorkerProcess
 
 Message = tuple[bytes, list[tuple[str, bytes]]]
 
@@ -90,7 +90,7 @@ def fuzz_worker(
     worker = WorkerProcess("fuzz", topics.worker_env() | {
         "STREAMINFER_FRAME_MODEL": "builtin:frame-cnn", "STREAMINFER_MAX_WAIT_MS": "10",
     }, tmp_path_factory.mktemp("fuzz"))
-    wait_until(lambda: len(worker.assigned()) == 2, 60, "the fuzz worker to join", [worker])
+    worker.wait_assigned(2)
     yield topics, worker
     assert worker.stop() == 0, worker.log()[-3000:]
 

@@ -13,7 +13,7 @@ from producers.publisher import publish
 from producers.video_source import iter_video_frames
 from tests.integration.conftest import Topics
 from tests.integration.helpers import collect_results
-from tests.integration.workers import WorkerProcess, wait_until
+from tests.integration.workers import WorkerProcess
 
 FRAMES = 300
 PEAK_RSS_BOUND_MIB = 2048  # README, "Delivery guarantees": memory
@@ -32,7 +32,7 @@ def test_a_640x480_backlog_keeps_the_worker_under_its_memory_bound(topics: Topic
     asyncio.run(publish(frames, bootstrap=topics.bootstrap, topic=topics.inputs))  # ~13 MB of JPEG waiting
     worker = WorkerProcess("memory", topics.worker_env() | {"STREAMINFER_TORCH_THREADS": "0"}, tmp_path)
     try:
-        wait_until(lambda: len(worker.assigned()) == 4, 60, "the worker to join", [worker])
+        worker.wait_assigned(4)
         started = time.monotonic()
         results = collect_results(topics.bootstrap, topics.results, FRAMES, timeout_s=300)
         seconds = time.monotonic() - started

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,25 +21,23 @@ from pipeline.config import KafkaSettings
 from pipeline.topics import create_topics
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
+from tests.integration.broker_cluster import broker_cli
 from tests.integration.conftest import Topics
 from tests.integration.helpers import collect_results, read_all
 from tests.integration.workers import WorkerProcess, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_S = int(os.environ.get("STREAMINFER_TEST_OUTAGE_S", "30"))  # CI: 30; longer ones by hand
 
 
-def broker_cli(home: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "broker", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+def broker_ok(home: Path, *args: str) -> None:
+    proc = broker_cli(home, *args)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     home = tmp_path / "kafka"
-    broker_cli(home, "start")
+    broker_ok(home, "start")
     state = LocalBroker(home).status()
     assert state is not None
     try:
@@ -58,18 +54,18 @@ def test_a_30s_outage_through_broker_stop_and_start_loses_nothing(own_broker: tu
     topics = Topics(bootstrap, partitions=2)
     worker = WorkerProcess("outage", topics.worker_env() | {"STREAMINFER_DELIVERY": delivery}, tmp_path)
     try:
-        wait_until(lambda: len(worker.assigned()) == 2, 60, "the worker to join", [worker])
+        worker.wait_assigned(2)
         events = list(iter_synthetic_transactions(900, seed=3))
         asyncio.run(publish(events[:300], bootstrap=bootstrap, topic=topics.inputs))
         collect_results(bootstrap, topics.results, 300, timeout_s=90)
         # a second wave is in the topic, part of it in flight, when the broker goes down
         asyncio.run(publish(events[300:600], bootstrap=bootstrap, topic=topics.inputs))
-        broker_cli(home, "stop")
+        broker_ok(home, "stop")
         lines_before = worker.log().count("\n")
         time.sleep(OUTAGE_S)
         assert worker.alive(), worker.log()[-3000:]
         outage_lines = worker.log().count("\n") - lines_before
-        broker_cli(home, "start")
+        broker_ok(home, "start")
         assert LocalBroker(home).status().bootstrap == bootstrap  # type: ignore[union-attr]
         asyncio.run(publish(events[600:], bootstrap=bootstrap, topic=topics.inputs))
         collect_results(bootstrap, topics.results, 900, timeout_s=120)
@@ -96,12 +92,12 @@ def test_a_wiped_cluster_on_the_same_port_stops_the_worker_before_it_commits_the
     topics = Topics(bootstrap, partitions=1)
     worker = WorkerProcess("wiped", topics.worker_env(), tmp_path)
     try:
-        wait_until(lambda: len(worker.assigned()) == 1, 60, "the worker to join", [worker])
+        worker.wait_assigned(1)
         asyncio.run(publish(iter_synthetic_transactions(50, seed=4), bootstrap=bootstrap, topic=topics.inputs))
         collect_results(bootstrap, topics.results, 50, timeout_s=60)
         port = bootstrap.rsplit(":", 1)[1]
-        broker_cli(home, "reset")
-        broker_cli(home, "start", "--port", port)  # a new cluster where the old one was
+        broker_ok(home, "reset")
+        broker_ok(home, "start", "--port", port)  # a new cluster where the old one was
         names = [topics.inputs, topics.results, topics.dead_letters]
         asyncio.run(create_topics(KafkaSettings(kafka_bootstrap=bootstrap), names, 1))
         asyncio.run(publish(iter_synthetic_transactions(5, seed=5), bootstrap=bootstrap, topic=topics.inputs))
@@ -122,8 +118,8 @@ def test_a_cluster_gone_past_the_outage_deadline_ends_the_worker_with_exit_3(
     env = topics.worker_env() | {"STREAMINFER_BROKER_OUTAGE_DEADLINE_S": "15"}
     worker = WorkerProcess("deadline", env, tmp_path)
     try:
-        wait_until(lambda: len(worker.assigned()) == 1, 60, "the worker to join", [worker])
-        broker_cli(home, "stop")
+        worker.wait_assigned(1)
+        broker_ok(home, "stop")
         stopped_at = time.monotonic()
         wait_until(lambda: not worker.alive(), 90, "the worker to give up")
         waited_s = time.monotonic() - stopped_at

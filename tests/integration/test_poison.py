@@ -15,7 +15,7 @@ from schemas import Transaction
 from tests.integration.broken_models import POISON_AMOUNT, UNENCODABLE_AMOUNT
 from tests.integration.conftest import Topics
 from tests.integration.helpers import collect_dead_letters, collect_results
-from tests.integration.workers import WorkerProcess, wait_until
+from tests.integration.workers import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "python:tests.integration.broken_models:poison_aware"
@@ -30,11 +30,7 @@ def _worker(topics: Topics, tmp_path: Path, partitions: int = 4, **env: str) -> 
     worker = WorkerProcess("poison", topics.worker_env() | {
         "STREAMINFER_TRANSACTION_MODEL": MODEL, "PYTHONPATH": str(ROOT), **env,
     }, tmp_path)
-    try:
-        wait_until(lambda: len(worker.assigned()) == partitions, 60, "the worker to join", [worker])
-    except AssertionError:
-        worker.stop()
-        raise
+    worker.wait_assigned(partitions)
     return worker
 
 

@@ -38,6 +38,15 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_assigned(self, partitions: int, timeout_s: float = 60) -> None:
+        """Wait until the worker holds ``partitions`` partitions; stop it if it never does."""
+        try:
+            wait_until(lambda: len(self.assigned()) == partitions, timeout_s,
+                       f"worker {self.worker_id} to hold {partitions} partitions", [self])
+        except AssertionError:
+            self.stop()
+            raise
+
     def stop(self, timeout_s: float = 60) -> int:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)

@@ -47,3 +47,15 @@ def test_the_rate_limit_filter_passes_each_message_once_per_window_and_counts_th
                       "Unable connect to node x [59 similar messages hidden in the last 30s]"]
     assert limit.filter(record("aiokafka.conn", "another message %s"))
     assert all(limit.filter(record("streaminfer.worker", "ours %s")) for _ in range(5))
+
+
+def test_describe_names_the_type_once_and_handles_empty_messages() -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaTimeoutError
+
+    from pipeline.outage import describe
+
+    assert describe(ValueError("bad")) == "ValueError: bad"
+    assert describe(asyncio.CancelledError()) == "CancelledError"
+    assert describe(KafkaTimeoutError("slow")).count("KafkaTimeoutError") == 1
