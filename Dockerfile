@@ -4,12 +4,17 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
-# dependencies first, so code edits do not reinstall torch
-COPY pyproject.toml README.md ./
+RUN apt-get update -q \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+
+# dependencies first, so code and README edits do not reinstall torch
+COPY pyproject.toml ./
 RUN mkdir -p pipeline consumers producers schemas \
-    && touch pipeline/__init__.py consumers/__init__.py producers/__init__.py schemas/__init__.py \
+    && touch README.md pipeline/__init__.py consumers/__init__.py producers/__init__.py schemas/__init__.py \
     && pip install . && pip uninstall -y streaminfer
 
+COPY README.md ./
 COPY pipeline ./pipeline
 COPY consumers ./consumers
 COPY producers ./producers
@@ -17,6 +22,13 @@ COPY schemas ./schemas
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 streaminfer
 
+# the worker touches this file from its event loop; the check imports nothing heavy
+ENV STREAMINFER_HEALTH_FILE=/tmp/streaminfer-worker.alive
+HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-m", "pipeline.health"]
+
 USER streaminfer
-ENTRYPOINT []
+# tini as PID 1: a process that is PID 1 ignores SIGTERM until it installs a handler, so a
+# stop during start-up would wait out the grace period and end in SIGKILL
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["streaminfer", "worker"]

@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv and install streaminfer with test extras
 
 test: install  ## all tests (unit + integration on a real Kafka broker)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 unit: install  ## unit tests only (no broker)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

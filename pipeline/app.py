@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import cast
 
 import torch
 
 from consumers.kafka_source import KafkaSource
 from pipeline.config import WorkerSettings
+from pipeline.health import heartbeat
 from pipeline.models import Model, load_model, resolve_device
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats
@@ -54,13 +56,26 @@ def build_worker(settings: WorkerSettings) -> Worker:
 
 
 async def run_worker(settings: WorkerSettings) -> WorkerStats:
-    worker = build_worker(settings)
+    """Run until SIGTERM/SIGINT. A signal while the models load is heard (the loop's signal
+    handlers are in place first) and acted on once they are loaded: the worker then stops
+    before it joins the group, with exit 0."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    beat: asyncio.Task[None] | None = None
     try:
+        worker = build_worker(settings)
+        await asyncio.sleep(0)  # let a signal that came during loading set ``stop``
+        if stop.is_set():
+            log.info("worker %s stopped before it started", settings.worker_id)
+            return worker.stats
+        if settings.health_file is not None:
+            beat = asyncio.create_task(heartbeat(Path(settings.health_file)))
         return await worker.run(stop)
     finally:
+        if beat is not None:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -76,6 +76,8 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
       <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
       <version>{log4j}</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId>
@@ -123,12 +125,14 @@ def resolve_jars(cache_dir: Path | None = None) -> Path:
     cache_dir = cache_dir or default_cache_dir()
     libs = cache_dir / "libs"
     marker = cache_dir / "resolved.ok"
-    if marker.exists():
+    pom_text = _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
+    pom = cache_dir / "pom.xml"
+    if marker.exists() and pom.exists() and pom.read_text() == pom_text:
         return libs
     mvn = require_tool("mvn", "install Apache Maven (e.g. `apt-get install maven`) to resolve Kafka")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    pom = cache_dir / "pom.xml"
-    pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+    marker.unlink(missing_ok=True)
+    pom.write_text(pom_text)
     tmp = cache_dir / "libs.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     proc = subprocess.run(
@@ -564,7 +568,7 @@ class LocalBroker:
                     f"the cluster at {bootstrap} lists brokers {sorted(listed)} in its metadata, "
                     f"not all of {sorted(up)}:\n{self._tail(min(up - listed))}"
                 )
-            listed = asyncio.run(_listed_broker_ids(bootstrap))
+            listed = asyncio.run(listed_broker_ids(bootstrap))
             if not up <= listed:
                 time.sleep(POLL_INTERVAL_S)
 
@@ -658,7 +662,7 @@ class LocalBroker:
         return "\n".join(parts)
 
 
-async def _listed_broker_ids(bootstrap: str) -> set[int]:
+async def listed_broker_ids(bootstrap: str) -> set[int]:
     """The node ids the cluster's metadata lists as brokers; empty while it does not answer."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=METADATA_REQUEST_TIMEOUT_MS)
     try:

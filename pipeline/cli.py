@@ -9,10 +9,12 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -32,6 +34,7 @@ from pipeline.outage import install_rate_limit
 from schemas.models import DeadLetter, Frame, Result, Transaction
 
 log = logging.getLogger("streaminfer")
+T = TypeVar("T")
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -145,7 +148,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         else:
             events = itertools.islice(iter_file_transactions(args.source), args.count)
         topic, rate, label = args.topic or DEFAULT_TRANSACTIONS_TOPIC, args.rate, "transactions"
-    report = asyncio.run(
+    report = _until_signalled(
         publish(
             events,
             bootstrap=_bootstrap(args),
@@ -155,14 +158,43 @@ def cmd_produce(args: argparse.Namespace) -> int:
             label=label,
         )
     )
-    print(f"published {report.count} {label} to {topic} in {report.seconds:.1f}s", file=sys.stderr)
+    if report is None:  # SIGTERM/SIGINT: what was sent is flushed by the producer's stop
+        print(f"stopped on a signal: {label} sent so far are flushed to {topic}", file=sys.stderr)
+    else:
+        print(f"published {report.count} {label} to {topic} in {report.seconds:.1f}s", file=sys.stderr)
     return 0
+
+
+def _until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``work``; SIGTERM or SIGINT cancels it (its cleanup runs) and gives None.
+
+    ``docker compose stop`` sends SIGTERM: long-running commands end within the grace
+    period with exit 0 instead of being killed (137).
+    """
+    async def go() -> T | None:
+        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled():
+                return None
+            raise
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(go())
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from consumers.results_reader import read_dead_letters, read_results
+    from pipeline.results_view import ResultsSummary, result_line
 
     stream: AsyncGenerator[Any, None]
+    summary: ResultsSummary | None = None
     if args.dead_letters:
         stream = read_dead_letters(
             bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_DEAD_LETTER_TOPIC, follow=args.follow
@@ -172,19 +204,35 @@ def cmd_results(args: argparse.Namespace) -> int:
         stream = read_results(
             bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_RESULTS_TOPIC, follow=args.follow
         )
-        show = Result.model_dump_json if args.json else _result_line
+        show = Result.model_dump_json if args.json else result_line
+        if args.summary_every > 0:
+            summary = ResultsSummary(time.monotonic())
+
+    async def summaries(every_s: float) -> None:
+        assert summary is not None
+        while True:
+            await asyncio.sleep(every_s)
+            print(summary.line(time.monotonic()), flush=True)
 
     async def go() -> int:
         n = 0
-        async with contextlib.aclosing(stream):
-            async for record in stream:
-                print(show(record), flush=True)
-                n += 1
-                if n == args.limit:
-                    break
+        ticker = None if summary is None else asyncio.create_task(summaries(args.summary_every))
+        try:
+            async with contextlib.aclosing(stream):
+                async for record in stream:
+                    print(show(record), flush=True)
+                    if summary is not None and isinstance(record, Result):
+                        summary.add(record)
+                    n += 1
+                    if n == args.limit:
+                        break
+        finally:
+            if ticker is not None:
+                ticker.cancel()
         return n
 
-    print(f"{asyncio.run(go())} records", file=sys.stderr)
+    count = _until_signalled(go())
+    print(f"{'stopped on a signal' if count is None else f'{count} records'}", file=sys.stderr)
     return 0
 
 
@@ -193,22 +241,6 @@ def _dead_letter_line(dl: DeadLetter) -> str:
         "reason": dl.reason, "message": dl.message, "input": dl.input.model_dump(),
         "bytes": len(dl.original), "worker_id": dl.worker_id,
     })
-
-
-def _result_line(result: Result) -> str:
-    t = result.timings
-    outputs = result.outputs
-    if "labels" in outputs:
-        top = outputs["labels"][0]
-        summary = f"{top['label']} {top['prob']:.3f}"
-    elif "score" in outputs:
-        summary = f"score={outputs['score']:.4f}"
-    else:
-        summary = json.dumps(outputs)[:80]
-    return (
-        f"{result.kind:<11} {result.event_id:<24} {summary:<28} "
-        f"batch={result.batch_size:<3} latency={t.produced_ms - t.received_ms}ms worker={result.worker_id}"
-    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -293,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--topic")
+    p.add_argument("--summary-every", type=float, default=0, metavar="SECONDS",
+                   help="also print a summary line (count, rate, end-to-end latency) this often; 0: never")
     with_bootstrap(p).set_defaults(func=cmd_results)
 
     p = sub.add_parser("bench", help="pipeline throughput next to the model alone; writes JSON")

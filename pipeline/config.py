@@ -87,6 +87,11 @@ class WorkerSettings(KafkaSettings):
     broker_outage_deadline_s: float = Field(
         300.0, gt=0, description="how long the worker rides out an unreachable cluster before it exits (code 3)"
     )
+    health_file: str | None = Field(
+        None,
+        description="touched every few seconds while the worker's event loop runs; "
+        "`python -m pipeline.health` checks its age (the image's HEALTHCHECK)",
+    )
     session_timeout_ms: int = Field(
         10_000, ge=3000, description="how soon the group notices a worker that died without leaving"
     )

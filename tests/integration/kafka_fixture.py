@@ -1,20 +1,28 @@
 """Where the tests' real Kafka broker comes from.
 
 1. ``STREAMINFER_KAFKA_BOOTSTRAP``: an existing cluster.
-2. testcontainers with the ``apache/kafka`` image, when a Docker engine answers a ping.
-3. Otherwise the project's own single-node KRaft broker from Maven Central jars.
+2. testcontainers with the ``apache/kafka`` image, when a Docker engine answers a ping and
+   the image is there or can be pulled (offline CI builds a stand-in under that name:
+   ``tests/docker/standins.py``).
+3. Otherwise the project's own single-node KRaft broker from Maven Central jars; when an
+   engine answers but the image cannot be had, with a warning saying so.
+
+testcontainers' reaper (Ryuk) is an image too: where it cannot be had, it is turned off
+with a warning, and the fixture removes its container itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.broker import LocalBroker, free_port, port_open
+from pipeline.broker import LocalBroker, free_port, listed_broker_ids
 from pipeline.kafka_version import KAFKA_IMAGE
 
 
@@ -40,13 +48,55 @@ def docker_engine_answers() -> bool:
         return False
 
 
+class BrokerFallbackWarning(UserWarning):
+    """The tests' broker is not the one the environment suggested."""
+
+
+def warn(message: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", BrokerFallbackWarning)  # the suite turns warnings into errors
+        warnings.warn(message, BrokerFallbackWarning, stacklevel=3)
+
+
+def image_unavailable(image: str, pull_timeout_s: float = 120) -> str | None:
+    """None when ``image`` is on the engine or was pulled now, else why not."""
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    client = docker.from_env(timeout=int(pull_timeout_s))
+    try:
+        client.images.get(image)
+        return None
+    except ImageNotFound:
+        pass
+    except DockerException as exc:
+        return f"the engine did not answer for {image}: {exc}"
+    try:
+        client.images.pull(image)
+        return None
+    except DockerException as exc:
+        detail = getattr(exc, "explanation", None) or str(exc)
+        return f"{image} is not on the engine and could not be pulled ({str(detail).splitlines()[0][:120]})"
+    finally:
+        client.close()
+
+
+def _reaper_or_warning() -> None:
+    from testcontainers.core.config import testcontainers_config as config
+
+    if not config.ryuk_disabled and (why := image_unavailable(config.ryuk_image)) is not None:
+        warn(f"testcontainers' reaper is off ({why}); the fixture removes its containers itself")
+        config.ryuk_disabled = True
+
+
 @contextlib.contextmanager
-def _testcontainers_kafka() -> Iterator[str]:
+def _testcontainers_kafka(image: str = KAFKA_IMAGE) -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
 
+    _reaper_or_warning()
     port = free_port()
     container = (
-        DockerContainer(KAFKA_IMAGE)
+        DockerContainer(image)
         .with_bind_ports(9092, port)
         .with_env("KAFKA_NODE_ID", "1")
         .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
@@ -63,27 +113,32 @@ def _testcontainers_kafka() -> Iterator[str]:
     )
     container.start()
     try:
+        # the published port accepts connections before Kafka does: wait for its metadata
+        bootstrap = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 90
-        while not port_open("127.0.0.1", port):
+        while not asyncio.run(listed_broker_ids(bootstrap)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{KAFKA_IMAGE} did not listen on {port}")
+                raise RuntimeError(f"{image} did not answer on {port}:\n{container.get_logs()[0].decode()[-2000:]}")
             time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
+        yield bootstrap
     finally:
         container.stop()
 
 
 @contextlib.contextmanager
-def kafka_for_tests(home: Path) -> Iterator[str]:
+def kafka_for_tests(home: Path, image: str = KAFKA_IMAGE) -> Iterator[str]:
     if bootstrap := os.environ.get("STREAMINFER_KAFKA_BOOTSTRAP"):
         yield bootstrap
-    elif docker_engine_answers():
-        with _testcontainers_kafka() as bootstrap:
-            yield bootstrap
-    else:
-        broker = LocalBroker(home)
-        state = broker.start()
-        try:
-            yield state.bootstrap
-        finally:
-            broker.stop()
+        return
+    if docker_engine_answers():
+        if (why := image_unavailable(image)) is None:
+            with _testcontainers_kafka(image) as bootstrap:
+                yield bootstrap
+            return
+        warn(f"a Docker engine answers but {why}: the tests use the local broker instead")
+    broker = LocalBroker(home)
+    state = broker.start()
+    try:
+        yield state.bootstrap
+    finally:
+        broker.stop()
