@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,10 +26,9 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from consumers.results_reader import read_results, until
 from pipeline.broker import port_taken
-from pipeline.config import DEFAULT_FRAMES_TOPIC, DEFAULT_RESULTS_TOPIC, DEFAULT_TOPICS, DEFAULT_TRANSACTIONS_TOPIC
+from pipeline.config import DEFAULT_RESULTS_TOPIC, DEFAULT_TOPICS, DEFAULT_TRANSACTIONS_TOPIC
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
-from producers.video_source import iter_video_frames
 from tests.docker.conftest import ARTIFACTS, ROOT, report
 
 pytestmark = pytest.mark.timeout(1800)
@@ -58,6 +58,13 @@ def containers(service: str, all_states: bool = False) -> list[str]:
 def inspect(container: str) -> dict:  # type: ignore[type-arg]
     out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)[0]  # type: ignore[no-any-return]
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``streaminfer ARGS`` on the host, as the README shows it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout, check=True
+    )
 
 
 def healthy(container: str) -> bool:
@@ -181,13 +188,15 @@ def test_topics_created_and_workers_healthy(stack: None) -> None:
 def test_demo_results_and_our_own_from_the_host(stack: None) -> None:
     # the demo producers' results arrive by themselves
     wait_for("results of the demo producers", lambda: "summary:" in compose("logs", "results").stdout, 240)
-    txns = list(iter_synthetic_transactions(200, seed=424242))
-    frames = list(iter_video_frames("synthetic", stream_id="host-camera", count=8))
-    asyncio.run(publish(txns, bootstrap=HOST_BOOTSTRAP, topic=DEFAULT_TRANSACTIONS_TOPIC))
-    asyncio.run(publish(frames, bootstrap=HOST_BOOTSTRAP, topic=DEFAULT_FRAMES_TOPIC))
-    wanted = {t.id for t in txns} | {f"host-camera/{f.seq}" for f in frames}
+    # the README's commands, from the host
+    cli("produce", "transactions", "--count", "200", "--seed", "424242", "--bootstrap", HOST_BOOTSTRAP)
+    cli("produce", "video", "--source", "synthetic", "--stream-id", "host-camera", "--count", "8",
+        "--bootstrap", HOST_BOOTSTRAP)
+    wanted = {f"tx-424242-{n}" for n in range(200)} | {f"host-camera/{n}" for n in range(8)}
     got = answers(wanted, timeout_s=300)
     assert set(got) == wanted, f"{len(wanted - set(got))} of {len(wanted)} unanswered"
+    lines = cli("results", "--follow", "--bootstrap", HOST_BOOTSTRAP, "--limit", "3").stdout.splitlines()
+    assert len(lines) == 3 and all("e2e=" in line for line in lines), lines
 
     # `docker compose up` alone is a good first sight: one readable line a result, summaries
     logs = compose("logs", "--no-color", "results").stdout
@@ -203,7 +212,7 @@ def test_scale_one_three_one_while_input_flows(stack: None) -> None:
     compose("stop", "produce-video", "produce-transactions")
     for container in containers("produce-video", all_states=True) + containers("produce-transactions", all_states=True):
         assert inspect(container)["State"]["ExitCode"] == 0, "a producer did not stop cleanly on SIGTERM"
-    compose("up", "-d", "--no-build", "--no-deps", "--scale", "worker=1", "worker")
+    compose("up", "-d", "--scale", "worker=1", "worker")
     wait_for("one worker holding every partition", lambda: group_holds(1), 180)
 
     txns = list(iter_synthetic_transactions(6000, seed=31337))
@@ -215,12 +224,12 @@ def test_scale_one_three_one_while_input_flows(stack: None) -> None:
     )
     publishing.start()
     time.sleep(5)
-    compose("up", "-d", "--no-build", "--no-deps", "--scale", "worker=3", "worker")
+    compose("up", "-d", "--scale", "worker=3", "worker")
     wait_for("three workers holding partitions", lambda: group_holds(3), 240)
     held_by_three = asyncio.run(_group_assignments())[1]
     assert len(held_by_three) == 3
     time.sleep(5)
-    compose("up", "-d", "--no-build", "--no-deps", "--scale", "worker=1", "worker")
+    compose("up", "-d", "--scale", "worker=1", "worker")
     wait_for("one worker holding every partition again", lambda: group_holds(1), 240)
     publishing.join(timeout=180)
     assert not publishing.is_alive(), "publishing 6,000 transactions at 100/s did not finish"
@@ -233,7 +242,7 @@ def test_scale_one_three_one_while_input_flows(stack: None) -> None:
 
 
 def test_stop_ends_workers_with_exit_0_in_the_grace_period(stack: None) -> None:
-    compose("up", "-d", "--no-build", "--no-deps", "--scale", "worker=2", "worker")
+    compose("up", "-d", "--scale", "worker=2", "worker")
     workers = containers("worker")
     assert len(workers) == 2
     grace_s = 30  # stop_grace_period of the worker service
