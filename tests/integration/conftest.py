@@ -2,25 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from pipeline.config import KafkaSettings
 from pipeline.topics import create_topics
-from tests.integration.kafka_fixture import kafka_for_tests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with kafka_for_tests(tmp_path_factory.mktemp("kafka")) as bootstrap:
-        yield bootstrap
 
 
 class Topics:
