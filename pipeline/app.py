@@ -66,7 +66,9 @@ async def run_worker(settings: WorkerSettings) -> WorkerStats:
     beat: asyncio.Task[None] | None = None
     try:
         worker = build_worker(settings)
-        await asyncio.sleep(0)  # let a signal that came during loading set ``stop``
+        # a signal that came while loading sits in the loop's self-pipe: one poll of the
+        # selector and the next iteration run its handler
+        await asyncio.sleep(0.01)
         if stop.is_set():
             log.info("worker %s stopped before it started", settings.worker_id)
             return worker.stats

@@ -210,9 +210,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     async def summaries(every_s: float) -> None:
         assert summary is not None
+        out = sys.stderr if args.json else sys.stdout  # keep --json output one JSON object a line
         while True:
             await asyncio.sleep(every_s)
-            print(summary.line(time.monotonic()), flush=True)
+            print(summary.line(time.monotonic()), file=out, flush=True)
 
     async def go() -> int:
         n = 0

@@ -81,6 +81,11 @@ class WorkerSettings(KafkaSettings):
         16 * 1024 * 1024, ge=65_536,
         description="input bytes one fetch may bring ahead of the model (a larger single message still comes)",
     )
+    max_frame_age_ms: int = Field(
+        0, ge=0,
+        description="a frame older than this (from its capture time) when its batch reaches the model is "
+        "answered with a skipped_stale result instead of being classified; 0: classify every frame",
+    )
     max_frame_elements: int = Field(3840 * 2160 * 3, ge=1, description="width*height*channels")
     result_content_type: Literal["msgpack", "json"] = "msgpack"
     max_poll_interval_ms: int = Field(300_000, ge=1000)

@@ -57,6 +57,7 @@ class WorkerStats:
     batches: int = 0
     dropped_after_revoke: int = 0
     produce_retries: int = 0
+    skipped_stale: int = 0  # frames answered with a skipped_stale result (also in ``results``)
     partitions_seen: set[str] = field(default_factory=set)
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
 
@@ -74,6 +75,7 @@ class WorkerStats:
             "batches": self.batches,
             "dropped_after_revoke": self.dropped_after_revoke,
             "produce_retries": self.produce_retries,
+            "skipped_stale": self.skipped_stale,
             "partitions_seen": sorted(self.partitions_seen),
             "dead_letter_reasons": dict(self.dead_letter_reasons),
         }

@@ -134,6 +134,32 @@ class Outcomes:
             batch_size=batch_size,
             worker_id=self.worker_id,
         )
+        return self._encoded(source, result)
+
+    def skipped_stale(
+        self, source: InputRecord, event: Frame, *, age_ms: int, max_age_ms: int, model_name: str,
+        model_version: str, received_ms: int, closed_ms: int, produced_ms: int,
+    ) -> Outcome:
+        """The answer to a frame too old to be worth classifying: a result that says so."""
+        result = Result.model_construct(
+            key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+            kind=event.kind,
+            input=InputRef.model_construct(topic=source.topic, partition=source.partition, offset=source.offset),
+            event_id=event_id(event),
+            model_name=model_name,
+            model_version=model_version,
+            outputs={"age_ms": age_ms, "max_frame_age_ms": max_age_ms},
+            timings=Timings.model_construct(
+                event_ms=event.event_time_ms, received_ms=received_ms, batch_closed_ms=closed_ms,
+                inference_start_ms=closed_ms, inference_end_ms=closed_ms, produced_ms=produced_ms,
+            ),
+            batch_size=0,
+            worker_id=self.worker_id,
+            status="skipped_stale",
+        )
+        return self._encoded(source, result)
+
+    def _encoded(self, source: InputRecord, result: Result) -> Outcome:
         try:
             value = encode(result, self._content_type)
         except Exception as exc:

@@ -20,6 +20,8 @@ def end_to_end_ms(result: Result) -> int:
 def top_output(result: Result) -> str:
     """The top label with its probability, or the score, or the outputs cut short."""
     outputs = result.outputs
+    if result.status == "skipped_stale":
+        return f"skipped: {outputs.get('age_ms')} ms old"
     labels = outputs.get("labels")
     if isinstance(labels, list) and labels and isinstance(labels[0], dict):
         top = labels[0]

@@ -42,6 +42,7 @@ from pipeline.runner import Runner
 from producers.sinks import Delivery, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
 from schemas.errors import DecodeError
+from schemas.models import Frame
 
 log = logging.getLogger("streaminfer.worker")
 
@@ -238,12 +239,21 @@ class Worker:
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         if not live:
             return
-        decoded = [it for it in live if not isinstance(it.event, DecodeError)]
+        stale = self._stale_frames(live, wall_ms())
+        decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
         inferences = iter(await self.runner.run([it.event for it in decoded]) if decoded else ())  # type: ignore[misc]
         outcomes: list[Outcome] = []
         for item in live:
             if isinstance(item.event, DecodeError):
                 outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
+            elif id(item) in stale:
+                assert isinstance(item.event, Frame)
+                model = self.runner.models.get("frame")
+                outcomes.append(self._outcomes.skipped_stale(
+                    item.record, item.event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
+                    model_name=model.name if model is not None else "", model_version=model.version if model else "",
+                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=wall_ms(),
+                ))
             else:
                 outcomes.append(self._outcomes.result(
                     item.record, item.event, next(inferences),
@@ -255,6 +265,19 @@ class Worker:
             return
         sent = [(outcome, await self._sink.send(outcome.record)) for outcome in outcomes]
         await self._deliveries.put(Sent(live, tuple(sent)))
+
+    def _stale_frames(self, items: tuple[WorkItem, ...], now_ms: int) -> dict[int, int]:
+        """id(item) -> age in ms of each frame older than ``max_frame_age_ms`` (0: none is)."""
+        limit = self.settings.max_frame_age_ms
+        if not limit:
+            return {}
+        stale = {}
+        for item in items:
+            if isinstance(item.event, Frame) and (age := now_ms - item.event.captured_at_ms) > limit:
+                stale[id(item)] = age
+        if stale:
+            self.stats.skipped_stale += len(stale)
+        return stale
 
     # -- delivery side --------------------------------------------------------------
 

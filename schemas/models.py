@@ -103,6 +103,9 @@ class Result(_Wire):
     timings: Timings
     batch_size: int
     worker_id: str
+    # "skipped_stale": a frame older than the worker's max_frame_age_ms when its batch reached
+    # the model; not classified, and ``outputs`` says how old it was
+    status: Literal["ok", "skipped_stale"] = "ok"
 
 
 class DeadLetter(_Wire):

@@ -17,7 +17,8 @@ import pytest
 
 from tests.integration.kafka_fixture import docker_engine_answers
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 _REPORT: dict[str, str] = {}
 
@@ -36,7 +37,7 @@ def docker_unavailable() -> str | None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     why = None
     for item in items:
-        if "tests/docker/" in str(item.fspath).replace("\\", "/"):
+        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
             item.add_marker(pytest.mark.docker)
             if why is None:
                 why = docker_unavailable() or ""

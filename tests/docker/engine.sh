@@ -16,7 +16,7 @@ case "${1:-}" in
     command -v dockerd >/dev/null || { echo "engine: dockerd not found (apt-get install docker.io)" >&2; exit 1; }
     mkdir -p "$state"
     dockerd >"$state/dockerd.log" 2>&1 &
-    echo $! >"$state/pid"
+    echo $! >"$state/pid"  # written at once: a start that times out is still stopped
     for _ in $(seq 1 60); do
       if answers; then
         echo "engine: started dockerd (pid $(cat "$state/pid"), log $state/dockerd.log)" >&2
@@ -31,13 +31,15 @@ case "${1:-}" in
   stop)
     [ -f "$state/pid" ] || exit 0
     pid="$(cat "$state/pid")"
-    kill "$pid" 2>/dev/null || true
+    rm -f "$state/pid"
+    ours() { [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; }  # not a reused pid
+    ours || exit 0
+    kill "$pid"
     for _ in $(seq 1 30); do
-      kill -0 "$pid" 2>/dev/null || break
+      ours || break
       sleep 1
     done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$state/pid"
+    if ours; then kill -9 "$pid"; fi
     echo "engine: stopped the dockerd this started" >&2
     ;;
   *)

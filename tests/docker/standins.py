@@ -91,8 +91,8 @@ RUN apt-get update -q \\
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless \\
     && rm -rf /var/lib/apt/lists/* \\
     && useradd --uid 1000 --create-home appuser \\
-    && mkdir -p /var/lib/kafka/data /opt/kafka/config/docker \\
-    && chown -R appuser /var/lib/kafka /opt/kafka/config/docker
+    && mkdir -p /opt/kafka/config/docker \\
+    && chown -R appuser /opt/kafka/config/docker
 COPY libs/ /opt/kafka/libs/
 COPY bin/ /opt/kafka/bin/
 COPY config/ /opt/kafka/config/
@@ -110,8 +110,9 @@ CMD ["/etc/kafka/docker/run"]
 # default single-node KRaft config. CLUSTER_ID formats the log dir once.
 _RUN = r"""#!/bin/bash
 set -euo pipefail
-skip=" KAFKA_HEAP_OPTS KAFKA_OPTS KAFKA_JVM_PERFORMANCE_OPTS KAFKA_LOG4J_OPTS KAFKA_JMX_OPTS KAFKA_GC_LOG_OPTS"
-skip+=" KAFKA_DEBUG KAFKA_VERSION KAFKA_HOME "
+skip=" KAFKA_VERSION KAFKA_HEAP_OPTS KAFKA_LOG4J_OPTS KAFKA_OPTS KAFKA_JMX_OPTS KAFKA_JVM_PERFORMANCE_OPTS"
+skip+=" KAFKA_GC_LOG_OPTS KAFKA_LOG4J_ROOT_LOGLEVEL KAFKA_LOG4J_LOGGERS KAFKA_TOOLS_LOG4J_LOGLEVEL"
+skip+=" KAFKA_JMX_HOSTNAME "
 props=/opt/kafka/config/server.properties
 generated=/opt/kafka/config/docker/server.properties
 : > "$generated"
@@ -122,7 +123,7 @@ for name in $(compgen -e | grep '^KAFKA_' || true); do
   printf '%s=%s\n' "$key" "${!name}" >> "$generated"
 done
 if [ -s "$generated" ]; then
-  grep -q '^log\.dirs=' "$generated" || echo "log.dirs=/var/lib/kafka/data" >> "$generated"
+  grep -q '^log\.dirs=' "$generated" || echo "log.dirs=/tmp/kraft-combined-logs" >> "$generated"
   props="$generated"
 fi
 /opt/kafka/bin/kafka-storage.sh format --ignore-formatted \
@@ -166,7 +167,7 @@ listeners=PLAINTEXT://:9092,CONTROLLER://:9093
 advertised.listeners=PLAINTEXT://localhost:9092
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=/var/lib/kafka/data
+log.dirs=/tmp/kraft-combined-logs
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
@@ -212,13 +213,15 @@ STANDINS: dict[str, tuple[str, Callable[[Path], None]]] = {
 
 
 def digest(image: str) -> str:
-    """What a stand-in is built from: this file, the CA bundle, the Kafka version."""
+    """What a stand-in is built from: this file, and the CA bundle or the jars' names and sizes."""
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(image.encode())
     if image == PYTHON_IMAGE:
         h.update(CA_BUNDLE.read_bytes())
     else:
         h.update(KAFKA_VERSION.encode())
+        for jar in sorted(resolve_jars().iterdir()):
+            h.update(f"{jar.name} {jar.stat().st_size}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -274,6 +277,8 @@ def ensure(image: str) -> str:
             return "loaded"
     build(image)
     saved.parent.mkdir(parents=True, exist_ok=True)
+    for older in saved.parent.glob(saved.name.replace(want, "*")):
+        older.unlink()  # stand-ins of earlier inputs
     docker("save", "-o", f"{saved}.tmp", image)
     os.replace(f"{saved}.tmp", saved)
     return "built"

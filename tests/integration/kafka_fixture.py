@@ -114,8 +114,8 @@ def _testcontainers_kafka(image: str = KAFKA_IMAGE) -> Iterator[str]:
         .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
         .with_env("KAFKA_MESSAGE_MAX_BYTES", "16777216")
     )
-    container.start()
     try:
+        container.start()
         # the published port accepts connections before Kafka does: wait for its metadata
         bootstrap = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 90

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from pipeline.worker import Worker, WorkerStats
 from producers.testing import MemorySink, MemoryTransactions
 from schemas import JSON, Transaction, encode
 from schemas.codec import DLQ_ORIGINAL_SHA256, DLQ_ORIGINAL_SIZE, DLQ_REASON, DLQ_TRUNCATED, decode_result
+from schemas.models import Frame, FrameEncoding
 
 CPU = torch.device("cpu")
 RESULTS, DLQ = "results", "dlq"
@@ -558,3 +560,79 @@ def test_exactly_once_refused_credentials_inside_a_transaction_end_the_worker_wi
         assert txns.committed == []
 
     run(scenario)
+
+
+class FrameCounter:
+    """A tiny real frame model: the label is the frame's mean pixel value."""
+
+    name, version, kind, output_fields = "frame-counter", "1", "frame", ("labels",)
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def to(self, device: torch.device) -> None:
+        pass
+
+    def preprocess(self, item: Any) -> torch.Tensor:
+        return torch.tensor([float(sum(item.data)) / len(item.data)])
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.seen += len(batch)
+        return batch
+
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
+        return [{"labels": [{"label": f"mean-{v:.0f}", "prob": 1.0}]} for (v,) in output.tolist()]
+
+
+def frame(seq: int, captured_at_ms: int) -> bytes:
+    return encode(Frame(stream_id="cam", seq=seq, captured_at_ms=captured_at_ms, encoding=FrameEncoding.RAW,
+                        width=2, height=1, channels=1, data=bytes([seq, seq])))
+
+
+def test_frames_older_than_max_frame_age_get_a_skipped_stale_result_and_skip_the_model() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        now = int(time.time() * 1000)
+        for seq in range(6):
+            source.add(frame(seq, now - 60_000 if seq % 2 else now + 60_000))  # odd: a minute old
+        model = FrameCounter()
+        worker = Worker(settings(max_frame_age_ms=5_000), Runner({"frame": model}, CPU), source, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await eventually(lambda: len(sink.on(RESULTS)) == 6, "six results")
+        stop.set()
+        stats = await task
+        results = {r.event_id: r for r in (decode_result(x.value) for x in sink.on(RESULTS))}
+        for seq in range(6):
+            r = results[f"cam/{seq}"]
+            if seq % 2:
+                assert r.status == "skipped_stale" and r.outputs["max_frame_age_ms"] == 5_000
+                assert 60_000 <= r.outputs["age_ms"] < 70_000 and r.batch_size == 0
+                assert r.model_name == "frame-counter"
+            else:
+                assert r.status == "ok" and r.outputs["labels"][0]["label"] == f"mean-{seq}"
+        assert model.seen == 3  # the stale frames never reached the model
+        assert (stats.results, stats.skipped_stale, stats.dead_letters) == (6, 3, 0)
+        assert h_committed(source) == 6
+
+    run(scenario)
+
+
+def test_without_a_max_frame_age_every_frame_is_classified() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(frame(0, 0))  # captured in 1970
+        model = FrameCounter()
+        worker = Worker(settings(), Runner({"frame": model}, CPU), source, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await eventually(lambda: len(sink.on(RESULTS)) == 1, "a result")
+        stop.set()
+        await task
+        assert decode_result(sink.on(RESULTS)[0].value).status == "ok" and model.seen == 1
+
+    run(scenario)
+
+
+def h_committed(source: MemorySource, partition: int = 0) -> int:
+    return source.committed.get(TopicPartition("in", partition), 0)
