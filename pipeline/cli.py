@@ -12,11 +12,12 @@ import os
 import signal
 import sys
 import time
+import typing
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from pipeline.broker import BrokerError, LocalBroker
 from pipeline.config import (
@@ -28,8 +29,7 @@ from pipeline.config import (
     KafkaSettings,
     WorkerSettings,
 )
-from pipeline.exceptions import WorkerExit
-from pipeline.models import ModelError
+from pipeline.exceptions import ModelError, WorkerExit
 from pipeline.outage import install_rate_limit
 from schemas.models import DeadLetter, Frame, Result, Transaction
 
@@ -91,11 +91,27 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per WorkerSettings field, so config is declared once."""
+    """One flag per WorkerSettings field, so config is declared once; help shows each
+    setting's default, its allowed values and its environment variable."""
     for name, field in WorkerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        env = "STREAMINFER_" + name.upper()
-        parser.add_argument(flag, dest=f"setting_{name}", help=f"{field.description or ''} [env {env}]")
+        flags = ["--" + name.replace("_", "-")]
+        if name == "kafka_bootstrap":
+            flags.insert(0, "--bootstrap")  # the name every other command uses
+        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else ()
+        if name == "worker_id":
+            default = "<hostname>-<pid>"
+        elif field.default_factory is not None:
+            made = field.default_factory()  # type: ignore[call-arg]
+            default = ",".join(made) if isinstance(made, list) else made
+        elif isinstance(field.default, SecretStr):
+            default = "hidden"
+        else:
+            default = field.default
+        parts = [field.description or "", f"default: {default}", f"env STREAMINFER_{name.upper()}"]
+        parser.add_argument(
+            *flags, dest=f"setting_{name}", metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
+            help="; ".join(p for p in parts if p),
+        )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -348,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: ValidationError) -> str:
+    """Each refused setting with its flag, what is wrong and the value given: no dump, no link."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or exc.title
+        flag = "--" + name.replace("_", "-")
+        problems.append(f"{flag} (STREAMINFER_{name.upper()}): {error['msg']}, got {error.get('input')!r}")
+    return "; ".join(problems)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -359,7 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_rate_limit("aiokafka")
     try:
         return int(args.func(args))
-    except (BrokerError, ModelError, ValidationError) as exc:
+    except ValidationError as exc:
+        print(f"streaminfer: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (BrokerError, ModelError) as exc:
         print(f"streaminfer: error: {exc}", file=sys.stderr)
         return 2
     except WorkerExit as exc:

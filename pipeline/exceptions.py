@@ -11,6 +11,10 @@ from __future__ import annotations
 from pipeline.outage import describe
 
 
+class ModelError(Exception):
+    """A model could not be loaded or returned something unusable. Names model and problem."""
+
+
 class WorkerExit(Exception):
     """The worker cannot go on; ``exit_code`` says why to whoever runs it."""
 

@@ -12,12 +12,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from pipeline.exceptions import ModelError
 from schemas.errors import Reason
 from schemas.models import Frame, InputKind, Transaction
-
-
-class ModelError(Exception):
-    """A model could not be loaded or returned something unusable. Names model and problem."""
 
 
 class ItemRejected(Exception):
