@@ -17,10 +17,11 @@ from consumers.source import InputRecord, PartitionsCallback
 
 
 class MemorySource:
-    def __init__(self, topic: str = "in", partitions: int = 1, cluster_id: str = "cluster-a") -> None:
+    def __init__(self, topic: str = "in", partitions: int = 1, cluster_id: str = "cluster-a",
+                 other_topics: Sequence[str] = ()) -> None:
         self.topic = topic
         self.log: dict[TopicPartition, list[InputRecord]] = {
-            TopicPartition(topic, p): [] for p in range(partitions)
+            TopicPartition(t, p): [] for t in (topic, *other_topics) for p in range(partitions)
         }
         self.position: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
@@ -37,9 +38,9 @@ class MemorySource:
         self.started = self.stopped = False
 
     def add(self, value: bytes | None, partition: int = 0, key: bytes | None = None,
-            headers: Sequence[tuple[str, bytes]] = ()) -> InputRecord:
-        tp = TopicPartition(self.topic, partition)
-        record = InputRecord(self.topic, partition, len(self.log[tp]), key, value, tuple(headers), 0)
+            headers: Sequence[tuple[str, bytes]] = (), topic: str | None = None) -> InputRecord:
+        tp = TopicPartition(topic or self.topic, partition)
+        record = InputRecord(tp.topic, partition, len(self.log[tp]), key, value, tuple(headers), 0)
         self.log[tp].append(record)
         return record
 

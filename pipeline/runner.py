@@ -55,7 +55,10 @@ class Runner:
         self.models = dict(models)
         self.device = device
         self._clock_ms = clock_ms
-        self._executor: ThreadPoolExecutor | None = None
+        # one model thread per lane (input topic): torch releases the GIL, so a transaction
+        # batch runs while a frame batch is in the model
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._started = False
         self._pin = device.type == "cuda"
         # model name -> largest batch size that did not run out of memory
         self._ceilings: dict[str, int] = {}
@@ -63,18 +66,25 @@ class Runner:
     def start(self) -> None:
         for model in self.models.values():
             model.to(self.device)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streaminfer-model")
+        self._started = True
 
     def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in self._executors.values():
+            executor.shutdown(wait=True)
+        self._executors.clear()
+        self._started = False
 
-    async def run(self, items: Sequence[Frame | Transaction]) -> list[Outcome]:
-        if self._executor is None:
+    async def run(self, items: Sequence[Frame | Transaction], lane: str = "") -> list[Outcome]:
+        """``run_sync`` on ``lane``'s own model thread."""
+        if not self._started:
             raise RuntimeError("Runner.start() was not called")
+        executor = self._executors.get(lane)
+        if executor is None:
+            executor = self._executors[lane] = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"streaminfer-model-{lane or 'main'}"
+            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_sync, items)
+        return await loop.run_in_executor(executor, self.run_sync, items)
 
     def run_sync(self, items: Sequence[Frame | Transaction]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(items)

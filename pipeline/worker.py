@@ -1,10 +1,13 @@
 """One worker: consume -> decode -> batch -> infer -> produce -> commit.
 
-Three tasks share the work. The consume loop polls the source, decodes each record and
-fills the batcher; a record that does not decode travels through the batcher too, as
-its dead letter to be, so every batch covers a contiguous run of each partition's
-offsets. The infer loop runs closed batches through the model and sends one outcome per
-record (``pipeline.outcomes``). The delivery loop awaits the broker's acks in batch
+The work is shared by tasks. The consume loop polls the source, decodes each record and
+fills the batcher of the record's lane; a record that does not decode travels through the
+batcher too, as its dead letter to be, so every batch covers a contiguous run of each
+partition's offsets. There is one lane per input topic (a batcher, a queue, an infer loop
+and a model thread): topics are per kind, so a transaction never waits behind a frame
+batch, and a partition lives in one lane, so its batches stay in order. Each infer loop
+runs its closed batches through the model and sends one outcome per record
+(``pipeline.outcomes``). The delivery loop awaits the broker's acks in batch
 order, replaces a record the broker refused with its dead letter, retries through an
 outage, and hands delivered offsets to the ``Checkpoint``, the one owner of commits; in
 exactly-once mode it commits each batch in transactions instead (``pipeline.exactly_once``).
@@ -25,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -61,6 +65,13 @@ def poll_timeout_ms(deadline: float | None, now: float) -> int:
     return max(0, min(_POLL_MS, int((deadline - now) * 1000) + 1))
 
 
+@dataclass(frozen=True)
+class _Lane:
+    topic: str
+    batcher: Batcher[WorkItem]
+    queue: asyncio.Queue[tuple[Batch[WorkItem], int]]
+
+
 class Worker:
     def __init__(
         self,
@@ -80,9 +91,13 @@ class Worker:
         self._source = source
         self._sink = sink
         self._clock = clock
-        self._batcher: Batcher[WorkItem] = Batcher(
-            settings.max_batch_size, settings.max_batch_bytes, settings.max_wait_ms
-        )
+        # one lane per input topic (topics are per kind: frames, transactions): a batcher,
+        # a queue and an inference thread each, so a transaction never waits behind a frame batch
+        self._lanes = {
+            topic: _Lane(topic, Batcher(settings.max_batch_size, settings.max_batch_bytes, settings.max_wait_ms),
+                         asyncio.Queue(settings.queued_batches))
+            for topic in dict.fromkeys(settings.input_topics)
+        }
         self._outcomes = Outcomes(
             results_topic=settings.results_topic,
             dead_letter_topic=settings.dead_letter_topic,
@@ -92,7 +107,6 @@ class Worker:
         )
         self._outage = Outage(settings.broker_outage_deadline_s, clock=clock)
         self.checkpoint = Checkpoint(source, self._outage, settings.commit_interval_ms / 1000, clock)
-        self._queue: asyncio.Queue[tuple[Batch[WorkItem], int]] = asyncio.Queue(settings.queued_batches)
         # batches whose outcomes are sent, waiting for their acks; the model meanwhile runs
         # the next batch, so broker round trips overlap inference
         self._deliveries: asyncio.Queue[Sent] = asyncio.Queue(settings.queued_batches)
@@ -137,14 +151,15 @@ class Worker:
     async def _run_loops(self, stop: asyncio.Event) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
-                infer = tasks.create_task(self._infer_loop(), name="infer")
-                deliver = tasks.create_task(self._delivery_loop(), name="deliver")
-                for task in (infer, deliver):
+                loops = [tasks.create_task(self._infer_loop(lane), name=f"infer {lane.topic}")
+                         for lane in self._lanes.values()]
+                loops.append(tasks.create_task(self._delivery_loop(), name="deliver"))
+                for task in loops:
                     task.add_done_callback(self._on_loop_done)
                 await self._consume_loop(stop)
                 await self._finish_in_flight()
-                infer.cancel()
-                deliver.cancel()
+                for task in loops:
+                    task.cancel()
         except BaseExceptionGroup as group:
             # one clear reason to stop, not a group of tracebacks
             raise _first(group) from None
@@ -160,7 +175,8 @@ class Worker:
         max_records = self.settings.max_batch_size
         while not stop.is_set():
             self._raise_if_fatal()
-            timeout = poll_timeout_ms(self._batcher.deadline(), self._clock())
+            deadlines = [d for lane in self._lanes.values() if (d := lane.batcher.deadline()) is not None]
+            timeout = poll_timeout_ms(min(deadlines, default=None), self._clock())
             await self._inflight.reading.wait()
             records = await self._poll(timeout, max_records)
             if self._exactly_once is not None:
@@ -176,10 +192,12 @@ class Worker:
                 if self._exactly_once is None:  # exactly-once commits offsets in transactions
                     self.checkpoint.track(record.tp, record.offset)
                 item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
-                for closed in self._batcher.add(item, len(record.value or b""), self._clock()):
-                    await self._enqueue(closed)
-            if (expired := self._batcher.poll(self._clock())) is not None:
-                await self._enqueue(expired)
+                lane = self._lane(record.tp.topic)
+                for closed in lane.batcher.add(item, len(record.value or b""), self._clock()):
+                    await self._enqueue(lane, closed)
+            for lane in self._lanes.values():
+                if (expired := lane.batcher.poll(self._clock())) is not None:
+                    await self._enqueue(lane, expired)
 
     async def _poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         try:
@@ -203,8 +221,12 @@ class Worker:
         if self._outage.expired():
             raise BrokerUnavailable(self._outage.seconds(), self._outage.last_error)
 
-    async def _enqueue(self, batch: Batch[WorkItem]) -> None:
-        await self._queue.put((batch, wall_ms()))
+    def _lane(self, topic: str) -> _Lane:
+        # a topic outside the subscription cannot come; if it did, the first lane serves it
+        return self._lanes.get(topic) or next(iter(self._lanes.values()))
+
+    async def _enqueue(self, lane: _Lane, batch: Batch[WorkItem]) -> None:
+        await lane.queue.put((batch, wall_ms()))
 
     async def _finish_in_flight(self) -> None:
         """Close the open window and wait until everything consumed so far is delivered.
@@ -212,9 +234,11 @@ class Worker:
         Returns at once if the infer or delivery loop has died (the worker is stopping with
         its error): a rebalance callback waiting here would otherwise hold up the exit.
         """
-        if (batch := self._batcher.flush(self._clock())) is not None:
-            await self._unless_loops_dead(self._enqueue(batch))
-        await self._unless_loops_dead(self._queue.join())
+        for lane in self._lanes.values():
+            if (batch := lane.batcher.flush(self._clock())) is not None:
+                await self._unless_loops_dead(self._enqueue(lane, batch))
+        for lane in self._lanes.values():
+            await self._unless_loops_dead(lane.queue.join())
         await self._unless_loops_dead(self._deliveries.join())
 
     async def _unless_loops_dead(self, waiting: Awaitable[None]) -> None:
@@ -226,22 +250,22 @@ class Worker:
 
     # -- infer side ---------------------------------------------------------------
 
-    async def _infer_loop(self) -> None:
+    async def _infer_loop(self, lane: _Lane) -> None:
         while True:
-            batch, closed_ms = await self._queue.get()
+            batch, closed_ms = await lane.queue.get()
             try:
-                await self._process(batch, closed_ms)
+                await self._process(batch, closed_ms, lane.topic)
             finally:
-                self._queue.task_done()
+                lane.queue.task_done()
 
-    async def _process(self, batch: Batch[WorkItem], closed_ms: int) -> None:
+    async def _process(self, batch: Batch[WorkItem], closed_ms: int, lane: str = "") -> None:
         live = tuple(it for it in batch.items if self._inflight.current(it))
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         if not live:
             return
         stale = self._stale_frames(live, wall_ms())
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
-        inferences = iter(await self.runner.run([it.event for it in decoded]) if decoded else ())  # type: ignore[misc]
+        inferences = iter(await self.runner.run([it.event for it in decoded], lane) if decoded else ())  # type: ignore[misc]
         outcomes: list[Outcome] = []
         for item in live:
             if isinstance(item.event, DecodeError):

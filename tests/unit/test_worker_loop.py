@@ -563,12 +563,14 @@ def test_exactly_once_refused_credentials_inside_a_transaction_end_the_worker_wi
 
 
 class FrameCounter:
-    """A tiny real frame model: the label is the frame's mean pixel value."""
+    """A tiny real frame model: the label is the frame's mean pixel value. ``gate`` (when
+    given) blocks forward until set."""
 
     name, version, kind, output_fields = "frame-counter", "1", "frame", ("labels",)
 
-    def __init__(self) -> None:
+    def __init__(self, gate: threading.Event | None = None) -> None:
         self.seen = 0
+        self.gate = gate
 
     def to(self, device: torch.device) -> None:
         pass
@@ -577,6 +579,8 @@ class FrameCounter:
         return torch.tensor([float(sum(item.data)) / len(item.data)])
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            self.gate.wait(10)
         self.seen += len(batch)
         return batch
 
@@ -636,3 +640,33 @@ def test_without_a_max_frame_age_every_frame_is_classified() -> None:
 
 def h_committed(source: MemorySource, partition: int = 0) -> int:
     return source.committed.get(TopicPartition("in", partition), 0)
+
+
+def test_a_transaction_never_waits_behind_a_frame_batch_in_the_model() -> None:
+    """One lane per input topic: while a frame batch is stuck in the model, transactions
+    of the other topic still get their results."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(topic="frames", other_topics=["txns"]), MemorySink()
+        source.add(frame(0, int(time.time() * 1000)), topic="frames")
+        for i in range(20):
+            source.add(txn(i), topic="txns")
+        gate = threading.Event()
+        frames = FrameCounter(gate)
+        runner = Runner({"frame": frames, "transaction": Scorer()}, CPU)
+        worker = Worker(settings(input_topics=["frames", "txns"]), runner, source, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await eventually(lambda: len(sink.on(RESULTS)) == 20, "the transactions' results")
+            assert frames.seen == 0, "the frame batch was not held in the model"
+            assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(20))
+        finally:
+            gate.set()
+        await eventually(lambda: len(sink.on(RESULTS)) == 21, "the frame's result")
+        stop.set()
+        await task
+        committed = {tp.topic: offset for tp, offset in source.committed.items()}
+        assert committed == {"frames": 1, "txns": 20}
+
+    run(scenario)
