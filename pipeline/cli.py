@@ -270,6 +270,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.mixed:
+        from pipeline.bench_mixed import run_mixed
+
+        run_mixed(_bootstrap(args), Path(args.out.replace("bench.json", "bench-mixed.json")), args.mixed_seconds,
+                  args.txn_rate, args.frame_rate, args.reps, args.baseline_worker_cwd)
+        return 0
     from pipeline.bench import run_bench
 
     run_bench(_bootstrap(args), Path(args.out), args.frames, args.transactions, args.batch_size, args.max_wait_ms)
@@ -352,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=int, default=20)
     p.add_argument("--out", default="bench-results/bench.json")
+    p.add_argument("--mixed", action="store_true",
+                   help="instead: transaction latency while frames flow through the same worker")
+    p.add_argument("--mixed-seconds", type=float, default=30)
+    p.add_argument("--txn-rate", type=float, default=200)
+    p.add_argument("--frame-rate", type=float, default=8)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--baseline-worker-cwd", metavar="DIR",
+                   help="also run the worker from this checkout, interleaved with this one")
     with_bootstrap(p).set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="local broker + topics + workers + producers, then a summary")

@@ -1,0 +1,85 @@
+"""``streaminfer bench --mixed``: transaction latency while frames flow through the same worker.
+
+One worker process with default settings reads a frames topic and a transactions topic;
+transactions arrive at ``txn_rate`` and frames at ``frame_rate`` for ``seconds``. The
+figures are end to end, from each event's own timestamp to its result being produced, per
+kind. ``--worker-cwd`` runs the worker from another checkout, so two versions are measured
+side by side in one run (repetitions interleaved: this machine is noisy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from consumers.results_reader import read_results
+from pipeline.config import WorkerSettings
+from pipeline.latency import latency_summary_ms
+from pipeline.topics import create_topics, wait_for_group
+from producers.publisher import publish
+from producers.transaction_source import iter_synthetic_transactions
+from producers.video_source import iter_video_frames
+
+
+async def run_mixed_once(bootstrap: str, seconds: float, txn_rate: float, frame_rate: float,
+                         worker_cwd: str | None = None) -> dict[str, Any]:
+    suffix = uuid.uuid4().hex[:8]
+    frames_topic, txns_topic = f"mixed-frames-{suffix}", f"mixed-txns-{suffix}"
+    settings = WorkerSettings(
+        kafka_bootstrap=bootstrap, input_topics=f"{frames_topic},{txns_topic}",
+        results_topic=f"mixed-out-{suffix}", dead_letter_topic=f"mixed-dlq-{suffix}", group_id=f"mixed-{suffix}",
+        worker_id="mixed",
+    )
+    await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
+    env = {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
+                            for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "worker", env=env, cwd=worker_cwd,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    n_txns, n_frames = int(txn_rate * seconds), int(frame_rate * seconds)
+    e2e: dict[str, list[int]] = {"transaction": [], "frame": []}
+    try:
+        await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
+        feeders = [
+            asyncio.create_task(publish(iter_synthetic_transactions(n_txns, seed=7), bootstrap=bootstrap,
+                                        topic=txns_topic, rate_per_s=txn_rate, progress=False)),
+            asyncio.create_task(publish(iter_video_frames("synthetic", stream_id="mixed", count=n_frames),
+                                        bootstrap=bootstrap, topic=frames_topic, rate_per_s=frame_rate,
+                                        progress=False)),
+        ]
+        stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
+        async with contextlib.aclosing(stream):
+            async for result in stream:
+                e2e[result.kind].append(result.timings.produced_ms - result.timings.event_ms)
+                if len(e2e["transaction"]) + len(e2e["frame"]) == n_txns + n_frames:
+                    break
+        await asyncio.gather(*feeders)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 60)
+    return {kind: latency_summary_ms(values) | {"n": len(values)} for kind, values in e2e.items()}
+
+
+def run_mixed(bootstrap: str, out: Path, seconds: float, txn_rate: float, frame_rate: float, reps: int,
+              baseline_cwd: str | None) -> dict[str, Any]:
+    contenders = {"this checkout": None} | ({f"worker from {baseline_cwd}": baseline_cwd} if baseline_cwd else {})
+    report: dict[str, Any] = {"seconds": seconds, "txn_rate": txn_rate, "frame_rate": frame_rate, "runs": []}
+    for rep in range(reps):
+        for name, cwd in contenders.items():
+            figures = asyncio.run(run_mixed_once(bootstrap, seconds, txn_rate, frame_rate, cwd))
+            report["runs"].append({"contender": name, "rep": rep, **figures})
+            t, f = figures["transaction"], figures["frame"]
+            print(f"{name:<40} rep {rep}: transactions e2e p50 {t['p50']:.0f} ms p99 {t['p99']:.0f} ms "
+                  f"max {t['max']} ms | frames e2e p50 {f['p50']:.0f} ms p99 {f['p99']:.0f} ms", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
