@@ -93,6 +93,14 @@ class KafkaSource:
         for tp, offset in offsets.items():
             self.consumer.seek(tp, offset)
 
+    def pause(self, tps: set[TopicPartition]) -> None:
+        if tps:
+            self.consumer.pause(*tps)
+
+    def resume(self, tps: set[TopicPartition]) -> None:
+        if tps:
+            self.consumer.resume(*tps)
+
     async def cluster_id(self) -> str:
         """Ask the broker which cluster this is (a metadata request for no topics).
 

@@ -59,3 +59,9 @@ class Source(Protocol):
     def seek(self, offsets: dict[TopicPartition, int]) -> None:
         """Read these partitions from these offsets next (takes effect at once, no I/O)."""
         ...
+
+    def pause(self, tps: set[TopicPartition]) -> None:
+        """Return no records of these (assigned) partitions until they are resumed."""
+        ...
+
+    def resume(self, tps: set[TopicPartition]) -> None: ...

@@ -36,6 +36,7 @@ class MemorySource:
         self._on_revoked: PartitionsCallback | None = None
         self._on_assigned: PartitionsCallback | None = None
         self.started = self.stopped = False
+        self.paused: set[TopicPartition] = set()
 
     def add(self, value: bytes | None, partition: int = 0, key: bytes | None = None,
             headers: Sequence[tuple[str, bytes]] = (), topic: str | None = None) -> InputRecord:
@@ -62,6 +63,8 @@ class MemorySource:
             await hook()
         out: list[InputRecord] = []
         for tp, pos in list(self.position.items()):
+            if tp in self.paused:
+                continue
             take = self.log[tp][pos:pos + max_records - len(out)]
             out.extend(take)
             self.position[tp] = pos + len(take)
@@ -71,6 +74,12 @@ class MemorySource:
         else:
             await asyncio.sleep(0)
         return out
+
+    def pause(self, tps: set[TopicPartition]) -> None:
+        self.paused |= tps
+
+    def resume(self, tps: set[TopicPartition]) -> None:
+        self.paused -= tps
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
@@ -111,6 +120,7 @@ class MemorySource:
         await self._on_revoked(tps)
         for tp in tps:
             self.position.pop(tp, None)
+        self.paused -= tps  # as Kafka does: a partition comes back unpaused
 
     async def assign(self, tps: Iterable[TopicPartition]) -> None:
         tps = set(tps)

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -65,11 +65,14 @@ def poll_timeout_ms(deadline: float | None, now: float) -> int:
     return max(0, min(_POLL_MS, int((deadline - now) * 1000) + 1))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Lane:
     topic: str
     batcher: Batcher[WorkItem]
     queue: asyncio.Queue[tuple[Batch[WorkItem], int]]
+    # closed batches the full queue could not take yet; while there are any, the lane's
+    # partitions are paused, so the other lanes go on reading
+    held: list[tuple[Batch[WorkItem], int]] = field(default_factory=list)
 
 
 class Worker:
@@ -111,6 +114,7 @@ class Worker:
         # the next batch, so broker round trips overlap inference
         self._deliveries: asyncio.Queue[Sent] = asyncio.Queue(settings.queued_batches)
         self._inflight = InFlight()
+        self._paused: set[TopicPartition] = set()
         self.stats = WorkerStats()
         self._exactly_once = None if transactions is None else ExactlyOnce(
             transactions, source=source, outcomes=self._outcomes, checkpoint=self.checkpoint,
@@ -175,6 +179,7 @@ class Worker:
         max_records = self.settings.max_batch_size
         while not stop.is_set():
             self._raise_if_fatal()
+            self._release_held()
             deadlines = [d for lane in self._lanes.values() if (d := lane.batcher.deadline()) is not None]
             timeout = poll_timeout_ms(min(deadlines, default=None), self._clock())
             await self._inflight.reading.wait()
@@ -194,10 +199,10 @@ class Worker:
                 item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
                 lane = self._lane(record.tp.topic)
                 for closed in lane.batcher.add(item, len(record.value or b""), self._clock()):
-                    await self._enqueue(lane, closed)
+                    self._hand_over(lane, closed)
             for lane in self._lanes.values():
                 if (expired := lane.batcher.poll(self._clock())) is not None:
-                    await self._enqueue(lane, expired)
+                    self._hand_over(lane, expired)
 
     async def _poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         try:
@@ -228,6 +233,31 @@ class Worker:
     async def _enqueue(self, lane: _Lane, batch: Batch[WorkItem]) -> None:
         await lane.queue.put((batch, wall_ms()))
 
+    def _hand_over(self, lane: _Lane, batch: Batch[WorkItem]) -> None:
+        """Queue a closed batch, or hold it while the lane's queue is full (never waits:
+        a lane whose model is behind must not stop the consume loop for the others)."""
+        if lane.held or lane.queue.full():
+            lane.held.append((batch, wall_ms()))
+        else:
+            lane.queue.put_nowait((batch, wall_ms()))
+
+    def _release_held(self) -> None:
+        """Move held batches into queues with room; pause the partitions of lanes that
+        still hold some, resume the others (backpressure per lane: their records wait in
+        Kafka)."""
+        for lane in self._lanes.values():
+            while lane.held and not lane.queue.full():
+                lane.queue.put_nowait(lane.held.pop(0))
+        behind = {lane.topic for lane in self._lanes.values() if lane.held}
+        if not behind and not self._paused:
+            return  # the usual case: nothing to pause or resume
+        assigned = self._source.assignment()
+        want = {tp for tp in assigned if tp.topic in behind}
+        # set both ways each time: a rebalance hands partitions back unpaused
+        self._source.resume(assigned - want)
+        self._source.pause(want)
+        self._paused = want
+
     async def _finish_in_flight(self) -> None:
         """Close the open window and wait until everything consumed so far is delivered.
 
@@ -235,6 +265,8 @@ class Worker:
         its error): a rebalance callback waiting here would otherwise hold up the exit.
         """
         for lane in self._lanes.values():
+            while lane.held:
+                await self._unless_loops_dead(lane.queue.put(lane.held.pop(0)))
             if (batch := lane.batcher.flush(self._clock())) is not None:
                 await self._unless_loops_dead(self._enqueue(lane, batch))
         for lane in self._lanes.values():

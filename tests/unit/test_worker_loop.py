@@ -670,3 +670,39 @@ def test_a_transaction_never_waits_behind_a_frame_batch_in_the_model() -> None:
         assert committed == {"frames": 1, "txns": 20}
 
     run(scenario)
+
+
+def test_a_lane_whose_model_is_behind_pauses_its_topic_and_the_others_read_on() -> None:
+    """The frame lane's queue fills while its model is held: its partitions are paused and
+    the consume loop goes on polling, so transactions published afterwards are answered."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(topic="frames", other_topics=["txns"]), MemorySink()
+        now = int(time.time() * 1000)
+        for seq in range(12):  # batch size 1: twelve batches, far more than the queue holds
+            source.add(frame(seq, now), topic="frames")
+        gate = threading.Event()
+        frames = FrameCounter(gate)
+        runner = Runner({"frame": frames, "transaction": Scorer()}, CPU)
+        worker = Worker(settings(input_topics=["frames", "txns"], max_batch_size=1, queued_batches=2),
+                        runner, source, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await eventually(lambda: bool(source.paused), "the frame partition paused")
+            assert {tp.topic for tp in source.paused} == {"frames"}
+            for i in range(10):  # only now: they must be polled past the stuck frame lane
+                source.add(txn(i), topic="txns")
+            await eventually(lambda: len(sink.on(RESULTS)) == 10, "the transactions' results")
+            assert frames.seen == 0
+        finally:
+            gate.set()
+        await eventually(lambda: len(sink.on(RESULTS)) == 22, "every frame's result")
+        assert not source.paused, "the frame partition stayed paused after its lane caught up"
+        stop.set()
+        await task
+        ids = result_ids(sink)
+        assert [i for i in ids if i.startswith("cam/")] == [f"cam/{s}" for s in range(12)]  # in order
+        assert {tp.topic: o for tp, o in source.committed.items()} == {"frames": 12, "txns": 10}
+
+    run(scenario)
