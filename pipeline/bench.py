@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,23 @@ def _items(kind: str, n: int) -> list[Frame | Transaction]:
     if kind == "frame":
         return list(iter_video_frames("synthetic", stream_id="bench", count=n))
     return list(iter_synthetic_transactions(n, seed=1))
+
+
+@contextlib.asynccontextmanager
+async def worker_process(settings: WorkerSettings, cwd: str | None = None) -> AsyncIterator[None]:
+    """``streaminfer worker`` in its own process (as deployed) with ``settings`` as its
+    environment, run from ``cwd`` (another checkout) when given; SIGTERM on the way out."""
+    env = {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
+                            for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "worker", env=env, cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 60)
 
 
 def model_alone_per_s(runner: Runner, items: list[Frame | Transaction], batch_size: int) -> float:
@@ -74,14 +92,8 @@ async def run_pipeline(bootstrap: str, spec: str, items: list[Frame | Transactio
     await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
     if rate_per_s is None:
         await publish(items, bootstrap=bootstrap, topic=settings.input_topics[0], progress=False)
-    env = {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
-                            for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "worker", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
     received, produced, latency = [], [], []
-    try:
+    async with worker_process(settings):
         if rate_per_s is not None:
             await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
             feeder = asyncio.create_task(publish(
@@ -97,9 +109,6 @@ async def run_pipeline(bootstrap: str, spec: str, items: list[Frame | Transactio
                     break
         if rate_per_s is not None:
             await feeder
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(worker.wait(), 60)
     span_s = max(1, max(produced) - min(received)) / 1000
     return {"per_s": len(items) / span_s, "latency_ms": latency_summary_ms(latency)}
 

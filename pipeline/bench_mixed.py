@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from consumers.results_reader import read_results
+from pipeline.bench import worker_process
 from pipeline.config import WorkerSettings
 from pipeline.latency import latency_summary_ms
+from pipeline.results_view import end_to_end_ms
 from pipeline.topics import create_topics, wait_for_group
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
@@ -38,15 +37,9 @@ async def run_mixed_once(bootstrap: str, seconds: float, txn_rate: float, frame_
         worker_id="mixed",
     )
     await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
-    env = {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
-                            for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "worker", env=env, cwd=worker_cwd,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
     n_txns, n_frames = int(txn_rate * seconds), int(frame_rate * seconds)
     e2e: dict[str, list[int]] = {"transaction": [], "frame": []}
-    try:
+    async with worker_process(settings, cwd=worker_cwd):
         await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
         feeders = [
             asyncio.create_task(publish(iter_synthetic_transactions(n_txns, seed=7), bootstrap=bootstrap,
@@ -58,13 +51,10 @@ async def run_mixed_once(bootstrap: str, seconds: float, txn_rate: float, frame_
         stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
         async with contextlib.aclosing(stream):
             async for result in stream:
-                e2e[result.kind].append(result.timings.produced_ms - result.timings.event_ms)
+                e2e[result.kind].append(end_to_end_ms(result))
                 if len(e2e["transaction"]) + len(e2e["frame"]) == n_txns + n_frames:
                     break
         await asyncio.gather(*feeders)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(worker.wait(), 60)
     return {kind: latency_summary_ms(values) | {"n": len(values)} for kind, values in e2e.items()}
 
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -105,6 +105,7 @@ class Outcomes:
     def _result(
         self, source: InputRecord, event: Frame | Transaction, inference: Inference,
         received_ms: int, closed_ms: int, produced_ms: int, batch_size: int,
+        status: Literal["ok", "skipped_stale"] = "ok",
     ) -> Outcome:
         if inference.error is not None:
             return self.dead_letter(source, inference.error.reason, inference.error.message)
@@ -133,6 +134,7 @@ class Outcomes:
             ),
             batch_size=batch_size,
             worker_id=self.worker_id,
+            status=status,
         )
         return self._encoded(source, result)
 
@@ -141,23 +143,9 @@ class Outcomes:
         model_version: str, received_ms: int, closed_ms: int, produced_ms: int,
     ) -> Outcome:
         """The answer to a frame too old to be worth classifying: a result that says so."""
-        result = Result.model_construct(
-            key=source.key.decode("utf-8", "replace") if source.key is not None else None,
-            kind=event.kind,
-            input=InputRef.model_construct(topic=source.topic, partition=source.partition, offset=source.offset),
-            event_id=event_id(event),
-            model_name=model_name,
-            model_version=model_version,
-            outputs={"age_ms": age_ms, "max_frame_age_ms": max_age_ms},
-            timings=Timings.model_construct(
-                event_ms=event.event_time_ms, received_ms=received_ms, batch_closed_ms=closed_ms,
-                inference_start_ms=closed_ms, inference_end_ms=closed_ms, produced_ms=produced_ms,
-            ),
-            batch_size=0,
-            worker_id=self.worker_id,
-            status="skipped_stale",
-        )
-        return self._encoded(source, result)
+        not_run = Inference({"age_ms": age_ms, "max_frame_age_ms": max_age_ms}, None, model_name, model_version,
+                            inference_start_ms=closed_ms, inference_end_ms=closed_ms)
+        return self._result(source, event, not_run, received_ms, closed_ms, produced_ms, 0, status="skipped_stale")
 
     def _encoded(self, source: InputRecord, result: Result) -> Outcome:
         try:

@@ -197,7 +197,7 @@ class Worker:
                 if self._exactly_once is None:  # exactly-once commits offsets in transactions
                     self.checkpoint.track(record.tp, record.offset)
                 item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
-                lane = self._lane(record.tp.topic)
+                lane = self._lane(record.topic)
                 for closed in lane.batcher.add(item, len(record.value or b""), self._clock()):
                     self._hand_over(lane, closed)
             for lane in self._lanes.values():
@@ -299,15 +299,16 @@ class Worker:
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
         inferences = iter(await self.runner.run([it.event for it in decoded], lane) if decoded else ())  # type: ignore[misc]
         outcomes: list[Outcome] = []
+        frame_model = self.runner.models.get("frame") if stale else None
         for item in live:
             if isinstance(item.event, DecodeError):
                 outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
             elif id(item) in stale:
                 assert isinstance(item.event, Frame)
-                model = self.runner.models.get("frame")
                 outcomes.append(self._outcomes.skipped_stale(
                     item.record, item.event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
-                    model_name=model.name if model is not None else "", model_version=model.version if model else "",
+                    model_name=frame_model.name if frame_model else "",
+                    model_version=frame_model.version if frame_model else "",
                     received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=wall_ms(),
                 ))
             else:

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 version="${COMPOSE_VERSION:-v2.40.3}"
-cache="${STREAMINFER_CACHE:-$HOME/.cache/streaminfer}/docker"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/streaminfer/docker"  # as tests/docker/standins.py
 plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
 binary="$cache/docker-compose-$version"
 

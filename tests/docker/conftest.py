@@ -62,10 +62,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def base_images() -> Iterator[None]:
     """The Dockerfile's and compose file's base images: present, pulled, or stand-ins."""
-    from tests.docker.standins import STANDINS, ensure
+    from tests.docker.standins import ensure_all
 
-    for image in STANDINS:
-        how = ensure(image)
+    for image, how in ensure_all().items():
         if how in ("loaded", "built"):
             report(f"base image {image}", f"stand-in ({how}), for offline CI only")
     yield

@@ -29,20 +29,20 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.broker import resolve_jars
+from pipeline.broker import default_cache_dir, resolve_jars
 from pipeline.kafka_version import KAFKA_IMAGE, KAFKA_VERSION
+from tests.integration.kafka_fixture import image_unavailable
 
 PYTHON_IMAGE = "python:3.11-slim"
 LABEL = "org.streaminfer.standin"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
-PULL_TIMEOUT_S = 120
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "streaminfer" / "docker"
+    """Beside the local broker's jar cache: ``~/.cache/streaminfer/docker``."""
+    return default_cache_dir().parent / "docker"
 
 
 def docker(
@@ -57,13 +57,6 @@ def image_label(image: str) -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip().replace("<no value>", "")
-
-
-def try_pull(image: str) -> bool:
-    try:
-        return docker("pull", "-q", image, check=False, timeout=PULL_TIMEOUT_S).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
 
 
 # -- what goes into each image --------------------------------------------------------
@@ -269,7 +262,7 @@ def ensure(image: str) -> str:
     label = image_label(image)
     if label == "" or label == want:
         return "present"
-    if label is None and try_pull(image):
+    if label is None and image_unavailable(image) is None:
         return "pulled"
     saved = cache_dir() / f"standin-{image.replace('/', '_').replace(':', '_')}-{want}.tar"
     if saved.exists() and docker("load", "-q", "-i", str(saved), check=False).returncode == 0:
@@ -288,9 +281,13 @@ def _log(message: str) -> None:
     print(f"standins: {message}", file=sys.stderr, flush=True)
 
 
+def ensure_all() -> dict[str, str]:
+    """Each base image and how it came to be there."""
+    return {image: ensure(image) for image in STANDINS}
+
+
 def main() -> int:
-    for image in STANDINS:
-        how = ensure(image)
+    for image, how in ensure_all().items():
         _log(f"{image}: {how}" + (" (a stand-in, for offline CI only)" if how in ("loaded", "built") else ""))
     return 0
 
