@@ -3,7 +3,9 @@
 A window opens with its first item and closes when it holds ``max_batch_size`` items,
 when its bytes reach ``max_batch_bytes``, or ``max_wait_ms`` after that first item,
 whichever comes first. Measuring from the first item (not the last) bounds latency even
-for a steady trickle of input.
+for a steady trickle of input. The worker may also close a window early, when the model
+that would run it is free (``take``), and may change ``max_batch_size`` as it learns the
+model's best batch size (``pipeline.batch_sizing``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class CloseReason(StrEnum):
     SIZE = "size"
     BYTES = "bytes"
     TIME = "time"
+    IDLE = "idle"
     FLUSH = "flush"
 
 
@@ -80,6 +83,10 @@ class Batcher(Generic[T]):
         return self._close(now, CloseReason.FLUSH) if self._items else None
 
     drain = flush
+
+    def take(self, now: float) -> Batch[T] | None:
+        """Close the open window now because its model is free (adaptive batching)."""
+        return self._close(now, CloseReason.IDLE) if self._items else None
 
     def _close(self, now: float, reason: CloseReason) -> Batch[T]:
         batch = Batch(tuple(self._items), self._nbytes, self._opened_at, now, reason)

@@ -63,9 +63,21 @@ class WorkerSettings(KafkaSettings):
         description="exactly-once: results, dead letters and input offsets in one Kafka transaction per batch",
     )
 
-    max_batch_size: int = Field(32, ge=1, le=4096)
+    batching: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="adaptive: a window closes as soon as its lane's model is free, and the batch size is "
+        "capped at the size measured to be cheapest per item (under --latency-slo-ms); "
+        "fixed: windows close only by size, bytes or max-wait",
+    )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="upper bound on a batch (adaptive: on its cap)")
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
-    max_wait_ms: int = Field(20, ge=0, le=60_000)
+    max_wait_ms: int = Field(
+        20, ge=0, le=60_000, description="longest a window stays open after its first item"
+    )
+    latency_slo_ms: int = Field(
+        0, ge=0, le=600_000,
+        description="adaptive batching: no batch larger than what the model runs in half of this; 0: no SLO",
+    )
     queued_batches: int = Field(2, ge=1, le=64, description="closed batches waiting for the model")
     commit_interval_ms: int = Field(
         200, ge=0, le=60_000, description="commit delivered offsets at most this often"

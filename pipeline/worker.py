@@ -34,6 +34,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.source import InputRecord, Source
+from pipeline.batch_sizing import BatchSizer
 from pipeline.batcher import Batch, Batcher
 from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
 from pipeline.config import WorkerSettings
@@ -42,11 +43,12 @@ from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
 from pipeline.inflight import InFlight, Sent, WorkerStats, WorkItem
 from pipeline.outage import Outage, describe
 from pipeline.outcomes import Outcome, Outcomes
+from pipeline.runner import Outcome as Inference
 from pipeline.runner import Runner
 from producers.sinks import Delivery, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
 from schemas.errors import DecodeError
-from schemas.models import Frame
+from schemas.models import Frame, Transaction
 
 log = logging.getLogger("streaminfer.worker")
 
@@ -70,9 +72,15 @@ class _Lane:
     topic: str
     batcher: Batcher[WorkItem]
     queue: asyncio.Queue[tuple[Batch[WorkItem], int]]
+    # adaptive batching: learns the cap on the batch size; None: fixed windows
+    sizer: BatchSizer | None = None
     # closed batches the full queue could not take yet; while there are any, the lane's
     # partitions are paused, so the other lanes go on reading
     held: list[tuple[Batch[WorkItem], int]] = field(default_factory=list)
+    busy: bool = False  # a batch of this lane is in its model (or on its way out)
+
+    def idle(self) -> bool:
+        return not self.busy and not self.held and self.queue.empty()
 
 
 class Worker:
@@ -96,11 +104,7 @@ class Worker:
         self._clock = clock
         # one lane per input topic (topics are per kind: frames, transactions): a batcher,
         # a queue and an inference thread each, so a transaction never waits behind a frame batch
-        self._lanes = {
-            topic: _Lane(topic, Batcher(settings.max_batch_size, settings.max_batch_bytes, settings.max_wait_ms),
-                         asyncio.Queue(settings.queued_batches))
-            for topic in dict.fromkeys(settings.input_topics)
-        }
+        self._lanes = {topic: self._new_lane(topic) for topic in dict.fromkeys(settings.input_topics)}
         self._outcomes = Outcomes(
             results_topic=settings.results_topic,
             dead_letter_topic=settings.dead_letter_topic,
@@ -122,6 +126,14 @@ class Worker:
         )
         # set when the infer or delivery loop died: nothing waits for them to drain any more
         self._loops_dead = asyncio.Event()
+
+    def _new_lane(self, topic: str) -> _Lane:
+        s = self.settings
+        sizer = BatchSizer(s.max_batch_size, s.latency_slo_ms) if s.batching == "adaptive" else None
+        batcher: Batcher[WorkItem] = Batcher(
+            sizer.cap if sizer else s.max_batch_size, s.max_batch_bytes, s.max_wait_ms
+        )
+        return _Lane(topic, batcher, asyncio.Queue(s.queued_batches), sizer)
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until ``stop`` is set; then finish in-flight work, commit and leave the group.
@@ -203,6 +215,7 @@ class Worker:
             for lane in self._lanes.values():
                 if (expired := lane.batcher.poll(self._clock())) is not None:
                     self._hand_over(lane, expired)
+                self._dispatch_if_idle(lane)
 
     async def _poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         try:
@@ -239,6 +252,12 @@ class Worker:
         if lane.held or lane.queue.full():
             lane.held.append((batch, wall_ms()))
         else:
+            lane.queue.put_nowait((batch, wall_ms()))
+
+    def _dispatch_if_idle(self, lane: _Lane) -> None:
+        """Adaptive batching: close the open window now if its model has nothing to do
+        (at low load an item goes out at once; under load the window grows meanwhile)."""
+        if lane.sizer is not None and lane.idle() and (batch := lane.batcher.take(self._clock())) is not None:
             lane.queue.put_nowait((batch, wall_ms()))
 
     def _release_held(self) -> None:
@@ -284,20 +303,27 @@ class Worker:
 
     async def _infer_loop(self, lane: _Lane) -> None:
         while True:
+            # the model is free: what waits goes next, without waiting for the consume loop's
+            # poll to end: held batches first (they are older, and their partitions resume
+            # when the last goes), then (adaptive) the open window, whatever its size
+            self._release_held()
+            self._dispatch_if_idle(lane)
             batch, closed_ms = await lane.queue.get()
+            lane.busy = True
             try:
-                await self._process(batch, closed_ms, lane.topic)
+                await self._process(batch, closed_ms, lane)
             finally:
+                lane.busy = False
                 lane.queue.task_done()
 
-    async def _process(self, batch: Batch[WorkItem], closed_ms: int, lane: str = "") -> None:
+    async def _process(self, batch: Batch[WorkItem], closed_ms: int, lane: _Lane) -> None:
         live = tuple(it for it in batch.items if self._inflight.current(it))
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         if not live:
             return
         stale = self._stale_frames(live, wall_ms())
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
-        inferences = iter(await self.runner.run([it.event for it in decoded], lane) if decoded else ())  # type: ignore[misc]
+        inferences = iter(await self._infer(lane, [it.event for it in decoded]) if decoded else ())  # type: ignore[misc]
         outcomes: list[Outcome] = []
         frame_model = self.runner.models.get("frame") if stale else None
         for item in live:
@@ -322,6 +348,14 @@ class Worker:
             return
         sent = [(outcome, await self._sink.send(outcome.record)) for outcome in outcomes]
         await self._deliveries.put(Sent(live, tuple(sent)))
+
+    async def _infer(self, lane: _Lane, events: list[Frame | Transaction]) -> list[Inference]:
+        """Run ``events`` on the lane's model thread; adaptive batching learns from how long it took."""
+        started = time.perf_counter()
+        inferences = await self.runner.run(events, lane.topic)
+        if lane.sizer is not None:
+            lane.batcher.max_batch_size = lane.sizer.observe(len(events), time.perf_counter() - started)
+        return inferences
 
     def _stale_frames(self, items: tuple[WorkItem, ...], now_ms: int) -> dict[int, int]:
         """id(item) -> age in ms of each frame older than ``max_frame_age_ms`` (0: none is)."""

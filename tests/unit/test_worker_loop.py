@@ -36,8 +36,9 @@ class Scorer:
 
     name, version, kind, output_fields = "scorer", "1", "transaction", ("score",)
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
+    def __init__(self, gate: threading.Event | None = None, per_batch_s: float = 0.0) -> None:
         self.gate = gate
+        self.per_batch_s = per_batch_s  # a fixed cost per batch: larger batches are cheaper per item
         self.batches: list[int] = []
 
     def to(self, device: torch.device) -> None:
@@ -49,6 +50,7 @@ class Scorer:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
             self.gate.wait(10)
+        time.sleep(self.per_batch_s)
         self.batches.append(len(batch))
         if (batch == POISON).any():
             raise ValueError("cannot score the poison amount")
@@ -68,6 +70,8 @@ def txn(i: int, amount: float | None = None) -> bytes:
 
 
 def settings(**overrides: Any) -> WorkerSettings:
+    """Tests that need a batch of a given size or composition say ``batching="fixed"``:
+    adaptive batching (the default) closes a window as soon as the model is free."""
     base: dict[str, Any] = dict(
         input_topics=["in"], results_topic=RESULTS, dead_letter_topic=DLQ, worker_id="w1",
         max_batch_size=8, max_wait_ms=5, commit_interval_ms=0, queued_batches=2,
@@ -124,7 +128,7 @@ def test_every_input_gets_one_outcome_and_offsets_commit_after_acks() -> None:
             source.add(txn(i), partition=i % 2)
         source.add(b"\xc1 not msgpack", partition=0)
         sink.hold()
-        h = Harness(source, sink)
+        h = Harness(source, sink, batching="fixed")
         h.start()
         await eventually(lambda: len(sink.sent) >= 16, "outcomes sent")
         await asyncio.sleep(0.05)
@@ -166,7 +170,7 @@ def test_one_raising_item_in_a_batch_of_32_is_its_only_dead_letter() -> None:
             source.add(txn(i, POISON if i == 7 else None))
         for i in range(32, 36):  # later messages still get results
             source.add(txn(i))
-        h = Harness(source, sink, max_batch_size=32, max_wait_ms=200)
+        h = Harness(source, sink, max_batch_size=32, max_wait_ms=200, batching="fixed")
         h.start()
         await eventually(lambda: h.committed() == 36, "all committed")
         stats = await h.finish()
@@ -295,7 +299,7 @@ def test_revoke_mid_batch_finishes_and_commits_before_the_partition_moves() -> N
         for i in range(20):
             source.add(txn(i), partition=i % 2)
         sink.hold()
-        h = Harness(source, sink)
+        h = Harness(source, sink, batching="fixed")
         h.start()
         await eventually(lambda: len(sink.sent) >= 16, "in flight")
         revoke = asyncio.create_task(source.revoke([TopicPartition("in", 1)]))
@@ -417,7 +421,7 @@ def test_exactly_once_revoke_mid_batch_aborts_the_failed_work_and_the_next_owner
         txns.hold = gate
         tp1 = TopicPartition("in", 1)
         txns.fail_next(tp1, KafkaConnectionError("broker restarting"))
-        h = Harness(source, None, transactions=txns)
+        h = Harness(source, None, transactions=txns, batching="fixed")
         h.start()
         await eventually(lambda: source.polled == 20, "all polled")
         revoke = asyncio.create_task(source.revoke([tp1]))
@@ -442,7 +446,7 @@ def test_exactly_once_a_refused_record_is_replaced_by_its_dead_letter_inside_the
         for i in range(4):
             source.add(txn(i))
         txns.refuse(lambda r: r.topic == RESULTS and decode_result(r.value).event_id == "t2")
-        h = Harness(source, None, transactions=txns, max_batch_size=4, max_wait_ms=100)
+        h = Harness(source, None, transactions=txns, max_batch_size=4, max_wait_ms=100, batching="fixed")
         h.start()
         await eventually(lambda: h.committed() == 4, "all committed")
         await h.finish()
@@ -704,5 +708,54 @@ def test_a_lane_whose_model_is_behind_pauses_its_topic_and_the_others_read_on() 
         ids = result_ids(sink)
         assert [i for i in ids if i.startswith("cam/")] == [f"cam/{s}" for s in range(12)]  # in order
         assert {tp.topic: o for tp, o in source.committed.items()} == {"frames": 12, "txns": 10}
+
+    run(scenario)
+
+
+def test_adaptive_batching_sends_an_item_at_once_when_the_model_is_free() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        h = Harness(source, sink, max_batch_size=32, max_wait_ms=10_000)
+        h.start()
+        await asyncio.sleep(0.1)
+        source.add(txn(0))
+        # fixed windows would hold it for max_wait_ms (10 s) waiting for company
+        await eventually(lambda: len(sink.on(RESULTS)) == 1, "the lone item's result", timeout_s=2)
+        await h.finish()
+        assert h.model.batches == [1]
+
+    run(scenario)
+
+
+def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() -> None:
+    """A model with a fixed cost per batch: the cap climbs from 1 to max_batch_size while a
+    backlog drains; then, while the model is busy, arrivals gather into one batch."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for i in range(400):
+            source.add(txn(i))
+        gate = threading.Event()
+        gate.set()
+        model = Scorer(gate, per_batch_s=0.003)
+        h = Harness(source, sink, model=model, max_batch_size=16, max_wait_ms=10_000)
+        h.start()
+        await eventually(lambda: h.committed() == 400, "the backlog drains")
+        assert model.batches[0] == 1 and model.batches[-2] == 16, model.batches
+        assert set(model.batches[:4]) == {1} and 16 in model.batches[:40], model.batches
+        gate.clear()
+        source.add(txn(400))
+        await eventually(lambda: len(model.batches) > 0 and source.polled == 401, "polled")
+        await asyncio.sleep(0.05)  # the lone item is in the model, held at the gate
+        for i in range(401, 406):
+            source.add(txn(i))
+        await eventually(lambda: source.polled == 406, "the five polled")
+        await asyncio.sleep(0.05)
+        before = len(model.batches)
+        gate.set()
+        await eventually(lambda: h.committed() == 406, "the rest answered")
+        assert model.batches[before:] == [1, 5], model.batches[before:]
+        await h.finish()
+        assert len(result_ids(sink)) == 406
 
     run(scenario)

@@ -1,0 +1,144 @@
+"""The batch size cap of one lane, learned from how long its batches take. Pure logic.
+
+A CNN on a CPU runs fastest per frame at batch 1 to 4 and slower beyond; a GPU or a
+small MLP keeps getting cheaper per item up to large batches. So the cap is measured,
+not assumed: every batch reports its size and how long the model took on it, the sizer
+keeps a moving average of the cost per item for each size it has seen (powers of two
+up to ``max_batch_size``, and that bound itself), and the cap is the size with the
+lowest cost per item. It climbs from 1: a size above the cap is tried once the cap has
+enough samples; a neighbour of the cap is tried again now and then, since the machine
+(other lanes, other processes) changes under it. Only full batches say much about a
+size, so only batches whose size is one of the candidates are counted.
+
+Under a latency SLO the cap is also no larger than the biggest size whose batch fits in
+half of it: an item can wait for one batch already in the model and then run in its
+own. The other half of the waiting is the batcher's: the worker closes a window as soon
+as its lane's model is free (``pipeline.worker``), so at low load items go out at once
+and under load batches grow to what arrived meanwhile, up to this cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class _Estimate:
+    per_item_s: float = 0.0
+    samples: int = 0
+
+
+class BatchSizer:
+    """Chooses the cap on a lane's batch size from the batches it has run."""
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        latency_slo_ms: float = 0.0,
+        *,
+        samples: int = 4,
+        explore_every: int = 200,
+        margin: float = 0.1,
+        smoothing: float = 0.3,
+    ) -> None:
+        """``samples`` full batches settle a size; every ``explore_every`` batches a
+        neighbour of the cap is tried again; a larger size must be cheaper per item by
+        ``margin`` to win (a smaller one wins ties: it is the lower latency)."""
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        sizes = [1]
+        while sizes[-1] * 2 < max_batch_size:
+            sizes.append(sizes[-1] * 2)
+        if sizes[-1] != max_batch_size:
+            sizes.append(max_batch_size)
+        self.sizes: tuple[int, ...] = tuple(sizes)
+        self.slo_s = latency_slo_ms / 1000.0
+        self._samples = samples
+        self._explore_every = explore_every
+        self._margin = margin
+        self._smoothing = smoothing
+        self._estimates = {size: _Estimate() for size in self.sizes}
+        self._at = 0  # index of the cap in sizes
+        self._probe: int | None = None  # index being tried, or None
+        self._since_explore = 0
+
+    @property
+    def cap(self) -> int:
+        return self.sizes[self._probe if self._probe is not None else self._at]
+
+    def per_item_ms(self) -> dict[int, float]:
+        """The measured cost per item of each size tried so far."""
+        return {s: round(e.per_item_s * 1000, 4) for s, e in self._estimates.items() if e.samples}
+
+    def observe(self, size: int, seconds: float) -> int:
+        """Record one batch of ``size`` items that took ``seconds`` in the model; return the cap."""
+        estimate = self._estimates.get(size)
+        if estimate is None or size < 1 or seconds < 0:
+            return self.cap
+        per_item = seconds / size
+        if estimate.samples == 0:
+            estimate.per_item_s = per_item
+        else:
+            estimate.per_item_s += self._smoothing * (per_item - estimate.per_item_s)
+        estimate.samples += 1
+        self._since_explore += 1
+        self._decide()
+        return self.cap
+
+    def _settled(self, index: int) -> bool:
+        return self._estimates[self.sizes[index]].samples >= self._samples
+
+    def _cost(self, index: int) -> float:
+        return self._estimates[self.sizes[index]].per_item_s
+
+    def _fits(self, index: int) -> bool:
+        """Whether a batch of this size is expected to take at most half the SLO."""
+        if not self.slo_s:
+            return True
+        return self.predicted_s(self.sizes[index]) <= self.slo_s / 2
+
+    def predicted_s(self, size: int) -> float:
+        """How long a batch of ``size`` is expected to take: measured if this size was
+        tried, else a line (time = a * size + b) through the two largest sizes tried."""
+        estimate = self._estimates.get(size)
+        if estimate is not None and estimate.samples:
+            return estimate.per_item_s * size
+        tried = [s for s in self.sizes if self._estimates[s].samples]
+        if not tried:
+            return 0.0
+        if len(tried) == 1:  # no slope yet: optimistic (all of it a fixed cost); the probe tells
+            return self._estimates[tried[0]].per_item_s * tried[0]
+        small, large = tried[-2], tried[-1]
+        t_small = self._estimates[small].per_item_s * small
+        t_large = self._estimates[large].per_item_s * large
+        slope = max(0.0, (t_large - t_small) / (large - small))
+        return t_large + slope * (size - large)
+
+    def _decide(self) -> None:
+        if self._probe is not None:
+            if not self._settled(self._probe):
+                return
+            self._probe = None
+        settled = [i for i in range(len(self.sizes)) if self._settled(i)]
+        if not settled:
+            return
+        fitting = [i for i in settled if self._fits(i)] or [0]
+        best = min(self._cost(i) for i in fitting)
+        # the smallest size within the margin of the cheapest: as fast, and lower latency
+        self._at = next(i for i in fitting if self._cost(i) <= best * (1 + self._margin))
+        top = settled[-1]
+        up = top + 1
+        if up < len(self.sizes) and self._cost(top) <= best * (1 + self._margin) and self._fits(up):
+            self._start_probe(up)  # still getting cheaper (or level) at the top: look further
+        elif self._since_explore >= self._explore_every:
+            # look again at a neighbour, alternating, as the machine changes under us
+            around = (self._at - 1, self._at + 1) if self._since_explore % 2 else (self._at + 1, self._at - 1)
+            for index in around:
+                if 0 <= index < len(self.sizes) and self._fits(index):
+                    self._start_probe(index)
+                    break
+
+    def _start_probe(self, index: int) -> None:
+        self._estimates[self.sizes[index]].samples = 0
+        self._probe = index
+        self._since_explore = 0

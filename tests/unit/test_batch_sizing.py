@@ -1,0 +1,87 @@
+"""The learned batch size cap, driven by made-up batch costs (no model, no clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from pipeline.batch_sizing import BatchSizer
+
+
+def drive(sizer: BatchSizer, cost_s: Callable[[int], float], batches: int) -> list[int]:
+    """Run ``batches`` full batches (each as large as the cap allows); return the caps seen."""
+    caps = []
+    for _ in range(batches):
+        size = sizer.cap
+        caps.append(sizer.observe(size, cost_s(size)))
+    return caps
+
+
+def cnn_on_cpu(size: int) -> float:
+    """Cheapest per item at 4, dearer beyond (like EfficientNet-Lite0 on this CPU)."""
+    per_item = {1: 0.050, 2: 0.046, 4: 0.040, 8: 0.052, 16: 0.060, 32: 0.080}[size]
+    return per_item * size
+
+
+def mlp(size: int) -> float:
+    """A fixed cost per batch and a small one per item: bigger is always cheaper per item."""
+    return 0.002 + 0.00001 * size
+
+
+def test_sizes_are_powers_of_two_up_to_the_bound_and_the_bound() -> None:
+    assert BatchSizer(32).sizes == (1, 2, 4, 8, 16, 32)
+    assert BatchSizer(100).sizes == (1, 2, 4, 8, 16, 32, 64, 100)
+    assert BatchSizer(1).sizes == (1,)
+    with pytest.raises(ValueError):
+        BatchSizer(0)
+
+
+def test_it_starts_at_one_and_settles_on_the_size_cheapest_per_item() -> None:
+    sizer = BatchSizer(32)
+    assert sizer.cap == 1
+    caps = drive(sizer, cnn_on_cpu, 100)
+    assert caps[-1] == 4 and set(caps[-50:]) == {4}, caps
+    assert max(caps) == 8, "it never looked past the best size, or it looked too far"
+    assert sizer.per_item_ms()[4] == pytest.approx(40.0)
+
+
+def test_a_model_that_gets_cheaper_per_item_climbs_to_the_bound() -> None:
+    sizer = BatchSizer(256)
+    caps = drive(sizer, mlp, 60)
+    assert caps[-1] == 256
+
+
+def test_under_a_latency_slo_no_batch_is_larger_than_half_of_it_takes() -> None:
+    sizer = BatchSizer(256, latency_slo_ms=10)  # a batch may take 5 ms: 2 + 0.01 * n <= 5 up to n = 300
+    assert drive(sizer, mlp, 60)[-1] == 256
+    tight = BatchSizer(256, latency_slo_ms=5)  # 2.5 ms: n <= 50
+    caps = drive(tight, mlp, 200)
+    assert caps[-1] == 32 and max(caps) <= 32, caps
+
+
+def test_a_cap_over_the_slo_steps_down_when_the_model_slows() -> None:
+    sizer = BatchSizer(64, latency_slo_ms=10)
+    drive(sizer, lambda n: 0.001 + 0.00005 * n, 60)  # 4.2 ms for 64: within half the SLO
+    assert sizer.cap == 64
+    caps = drive(sizer, lambda n: 0.001 + 0.0005 * n, 60)  # ten times slower per item: 5 ms fits 8
+    assert caps[-1] == 8, caps
+
+
+def test_it_looks_again_and_follows_the_machine_when_a_smaller_size_becomes_cheaper() -> None:
+    sizer = BatchSizer(32, explore_every=20)
+    drive(sizer, cnn_on_cpu, 100)
+    assert sizer.cap == 4
+
+    def contended(size: int) -> float:  # another lane now takes the cores: batches of 4 cost 2x per item
+        return {1: 0.050, 2: 0.090, 4: 0.080, 8: 0.104, 16: 0.12, 32: 0.16}[size] * size
+
+    caps = drive(sizer, contended, 200)
+    assert caps[-1] <= 2 and caps[-20:].count(4) <= 4, caps
+
+
+def test_partial_and_odd_sized_batches_do_not_move_the_cap() -> None:
+    sizer = BatchSizer(32)
+    for _ in range(50):
+        sizer.observe(3, 0.0001)  # not a candidate size: says nothing about any of them
+    assert sizer.cap == 1 and sizer.per_item_ms() == {}
