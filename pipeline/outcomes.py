@@ -28,7 +28,15 @@ from consumers.source import InputRecord
 from pipeline.outage import describe
 from pipeline.runner import Outcome as Inference
 from producers.sinks import OutRecord, max_request_bytes
-from schemas.codec import Limits, content_type_headers, dead_letter_headers, decode_input, encode
+from schemas.codec import (
+    MSGPACK,
+    Limits,
+    content_type_headers,
+    dead_letter_headers,
+    decode_input,
+    encode,
+    result_msgpack,
+)
 from schemas.errors import DecodeError, Reason
 from schemas.models import DeadLetter, Frame, InputRef, Result, Timings, Transaction
 
@@ -115,9 +123,23 @@ class Outcomes:
                 source, Reason.INVALID_OUTPUT, f"model {inference.model_name!r}: {problem}"
             )
         assert inference.outputs is not None
+        key = source.key.decode("utf-8", "replace") if source.key is not None else None
+        if self._content_type == MSGPACK:  # the hot path: no pydantic object per result
+            try:
+                value = result_msgpack(
+                    key=key, kind=event.kind, topic=source.topic, partition=source.partition, offset=source.offset,
+                    event_id=event_id(event), model_name=inference.model_name, model_version=inference.model_version,
+                    outputs=inference.outputs,
+                    timings=(event.event_time_ms, received_ms, closed_ms, inference.inference_start_ms,
+                             inference.inference_end_ms, produced_ms),
+                    batch_size=batch_size, worker_id=self.worker_id, status=status,
+                )
+            except Exception as exc:
+                return self._unencodable(source, exc)
+            return Outcome(source, OutRecord(self.results_topic, value, source.key, self._result_headers))
         # built from values this worker made itself: no need to validate them again
         result = Result.model_construct(
-            key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+            key=key,
             kind=event.kind,
             input=InputRef.model_construct(topic=source.topic, partition=source.partition, offset=source.offset),
             event_id=event_id(event),
@@ -151,10 +173,11 @@ class Outcomes:
         try:
             value = encode(result, self._content_type)
         except Exception as exc:
-            return self.dead_letter(
-                source, Reason.RESULT_ENCODING_FAILED, f"result could not be encoded: {describe(exc)}"
-            )
+            return self._unencodable(source, exc)
         return Outcome(source, OutRecord(self.results_topic, value, source.key, self._result_headers))
+
+    def _unencodable(self, source: InputRecord, exc: Exception) -> Outcome:
+        return self.dead_letter(source, Reason.RESULT_ENCODING_FAILED, f"result could not be encoded: {describe(exc)}")
 
     def dead_letter(self, source: InputRecord, reason: str, message: str, *, keep_original: bool = True) -> Outcome:
         """The dead letter of ``source``: its original bytes (cut to the limit) and why."""

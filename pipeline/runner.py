@@ -51,8 +51,12 @@ class Runner:
         models: Mapping[InputKind, Model],
         device: torch.device,
         clock_ms: Callable[[], int] = _wall_ms,
+        threads_per_lane: int = 0,
     ) -> None:
+        """``threads_per_lane``: intra-op threads of each lane's model thread (torch sets
+        them per thread); 0 keeps torch's default."""
         self.models = dict(models)
+        self.threads_per_lane = threads_per_lane
         self.device = device
         self._clock_ms = clock_ms
         # one model thread per lane (input topic): torch releases the GIL, so a transaction
@@ -81,10 +85,15 @@ class Runner:
         executor = self._executors.get(lane)
         if executor is None:
             executor = self._executors[lane] = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"streaminfer-model-{lane or 'main'}"
+                max_workers=1, thread_name_prefix=f"streaminfer-model-{lane or 'main'}",
+                initializer=self._init_thread,
             )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self.run_sync, items)
+
+    def _init_thread(self) -> None:
+        if self.threads_per_lane:
+            torch.set_num_threads(self.threads_per_lane)
 
     def run_sync(self, items: Sequence[Frame | Transaction]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(items)

@@ -109,7 +109,7 @@ class Worker:
             results_topic=settings.results_topic,
             dead_letter_topic=settings.dead_letter_topic,
             worker_id=settings.worker_id,
-            content_type=settings.result_content_type,
+            content_type=settings.result_media_type,
             limits=settings.limits,
         )
         self._outage = Outage(settings.broker_outage_deadline_s, clock=clock)
@@ -346,8 +346,8 @@ class Worker:
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes)))
             return
-        sent = [(outcome, await self._sink.send(outcome.record)) for outcome in outcomes]
-        await self._deliveries.put(Sent(live, tuple(sent)))
+        deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
+        await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True))))
 
     async def _infer(self, lane: _Lane, events: list[Frame | Transaction]) -> list[Inference]:
         """Run ``events`` on the lane's model thread; adaptive batching learns from how long it took."""

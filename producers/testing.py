@@ -47,6 +47,9 @@ class MemorySink:
             self._ack(record, future)
         return future
 
+    async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
+        return [await self.send(record) for record in records]
+
     def hold(self) -> None:
         """Keep acks back until ``release``."""
         self.held = True

@@ -26,6 +26,7 @@ from schemas import (
     decode_result,
     encode,
 )
+from schemas.codec import result_msgpack
 from schemas.images import decode_pixels, encode_image, encoded_dimensions
 
 
@@ -73,6 +74,25 @@ def test_result_round_trips() -> None:
     )
     for ct in (MSGPACK, JSON):
         assert decode_result(encode(result, ct), content_type_headers(ct)) == result
+
+
+@pytest.mark.parametrize("key, kind, outputs, status", [
+    ("acct-1", "transaction", {"score": 0.25, "label": "ok"}, "ok"),
+    (None, "frame", {"labels": [{"label": "tabby", "score": 0.5}], "top": [1, 2.5, None]}, "ok"),
+    ("cam", "frame", {"age_ms": 1200, "max_frame_age_ms": 1000}, "skipped_stale"),
+])
+def test_the_hot_path_result_bytes_are_the_schema_s_bytes(
+    key: str | None, kind: str, outputs: dict[str, object], status: str
+) -> None:
+    """``result_msgpack`` (no pydantic object) writes what ``encode(Result(...))`` writes."""
+    fields = dict(key=key, kind=kind, event_id="e-1", model_name="m", model_version="1", outputs=outputs,
+                  batch_size=8, worker_id="w", status=status)
+    result = Result(**fields, input=InputRef(topic="t", partition=1, offset=2**40),  # type: ignore[arg-type]
+                    timings=Timings(event_ms=1, received_ms=2, batch_closed_ms=3, inference_start_ms=4,
+                                    inference_end_ms=5, produced_ms=6))
+    fast = result_msgpack(**fields, topic="t", partition=1, offset=2**40, timings=(1, 2, 3, 4, 5, 6))  # type: ignore[arg-type]
+    assert fast == encode(result)
+    assert decode_result(fast) == result
 
 
 def test_dead_letter_survives_its_header_encoding() -> None:

@@ -240,3 +240,36 @@ def test_rows_carry_the_declared_fields_for_the_result_check() -> None:
     outcomes = Runner({"transaction": _WrongKeys()}, CPU).run_sync([tx(1), tx(2)])
     for o in outcomes:
         assert o.error is None and o.output_fields == ("score",) and "score" not in (o.outputs or {})
+
+
+def test_each_lane_s_model_thread_runs_with_the_intra_op_threads_it_was_given() -> None:
+    from pipeline.app import lane_threads
+
+    seen: list[int] = []
+
+    class Probe:
+        name, version, kind, output_fields = "probe", "1", "transaction", ("n",)
+
+        def to(self, device: torch.device) -> None:
+            pass
+
+        def preprocess(self, item: Any) -> torch.Tensor:
+            return torch.zeros(1)
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return batch
+
+        def postprocess(self, output: torch.Tensor) -> list[dict[str, Any]]:
+            return [{"n": 0} for _ in output]
+
+    main_threads = torch.get_num_threads()
+    runner = Runner({"transaction": Probe()}, torch.device("cpu"), threads_per_lane=1)  # type: ignore[dict-item]
+    runner.start()
+    try:
+        tx = Transaction(id="t", account_id="a", timestamp_ms=1, amount=1.0, currency="EUR")
+        asyncio.run(runner.run([tx], "txns"))
+    finally:
+        runner.stop()
+    assert seen == [1] and torch.get_num_threads() == main_threads  # the caller's setting is left alone
+    assert [lane_threads(lanes, cpus) for lanes, cpus in ((1, 2), (2, 2), (2, 16), (1, 1), (3, 8))] == [1, 1, 7, 1, 2]

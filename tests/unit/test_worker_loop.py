@@ -759,3 +759,24 @@ def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() 
         assert len(result_ids(sink)) == 406
 
     run(scenario)
+
+
+@pytest.mark.parametrize("content_type", ["msgpack", "json"])
+def test_results_are_encoded_as_the_setting_says_and_labelled_so(content_type: str) -> None:
+    async def scenario() -> None:
+        import json
+
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        h = Harness(source, sink, result_content_type=content_type)
+        h.start()
+        await eventually(lambda: h.committed() == 1, "committed")
+        await h.finish()
+        [record] = sink.on(RESULTS)
+        header = dict(record.headers)["content-type"].decode()
+        assert header == f"application/{content_type}"
+        if content_type == "json":
+            assert json.loads(record.value)["event_id"] == "t0"
+        assert decode_result(record.value, record.headers).outputs == {"score": 0.0}
+
+    run(scenario)

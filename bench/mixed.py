@@ -1,4 +1,4 @@
-"""``streaminfer bench --mixed``: transaction latency while frames flow through the same worker.
+"""``streaminfer bench mixed``: transaction latency while frames flow through the same worker.
 
 One worker process with default settings reads a frames topic and a transactions topic;
 transactions arrive at ``txn_rate`` and frames at ``frame_rate`` for ``seconds``. The
@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.common import worker_processes
 from consumers.results_reader import read_results
-from pipeline.bench import worker_process
 from pipeline.config import WorkerSettings
 from pipeline.latency import latency_summary_ms
 from pipeline.results_view import end_to_end_ms
@@ -39,7 +39,7 @@ async def run_mixed_once(bootstrap: str, seconds: float, txn_rate: float, frame_
     await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
     n_txns, n_frames = int(txn_rate * seconds), int(frame_rate * seconds)
     e2e: dict[str, list[int]] = {"transaction": [], "frame": []}
-    async with worker_process(settings, cwd=worker_cwd):
+    async with worker_processes(settings, cwd=worker_cwd):
         await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
         feeders = [
             asyncio.create_task(publish(iter_synthetic_transactions(n_txns, seed=7), bootstrap=bootstrap,

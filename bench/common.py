@@ -1,0 +1,103 @@
+"""What every part of the bench shares: the worker as a process, inputs, fresh topics, spreads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pipeline.config import WorkerSettings
+from pipeline.topics import create_topics
+from producers.publisher import publish
+from producers.transaction_source import iter_synthetic_transactions
+from producers.video_source import iter_video_frames
+from schemas.models import Frame, Transaction
+
+KINDS = ("transaction", "frame")
+PARTITIONS = 4
+
+
+def items(kind: str, n: int, seed: int = 1) -> list[Frame | Transaction]:
+    """``n`` synthetic inputs: ~240 B transactions, or 640x480 JPEG frames."""
+    if kind == "frame":
+        return list(iter_video_frames("synthetic", stream_id=f"bench-{seed}", count=n))
+    return list(iter_synthetic_transactions(n, seed=seed))
+
+
+def default_model(kind: str) -> str:
+    field = "frame_model" if kind == "frame" else "transaction_model"
+    return str(WorkerSettings.model_fields[field].default)
+
+
+def fresh_settings(bootstrap: str, name: str, input_topics: Sequence[str], **overrides: Any) -> WorkerSettings:
+    """Worker settings with a results topic, dead-letter topic and group of their own."""
+    suffix = uuid.uuid4().hex[:8]
+    return WorkerSettings(
+        kafka_bootstrap=bootstrap, input_topics=",".join(input_topics), results_topic=f"bench-{name}-out-{suffix}",
+        dead_letter_topic=f"bench-{name}-dlq-{suffix}", group_id=f"bench-{name}-{suffix}", worker_id=f"bench-{name}",
+        **overrides,
+    )
+
+
+async def backlog(bootstrap: str, kind: str, events: list[Frame | Transaction]) -> str:
+    """A fresh topic of ``PARTITIONS`` partitions holding ``events``; its name."""
+    topic = f"bench-{kind}-in-{uuid.uuid4().hex[:8]}"
+    await create_topics(WorkerSettings(kafka_bootstrap=bootstrap), [topic], PARTITIONS)
+    await publish(events, bootstrap=bootstrap, topic=topic, progress=False)
+    return topic
+
+
+async def create_outputs(settings: WorkerSettings) -> None:
+    await create_topics(settings, [settings.results_topic, settings.dead_letter_topic], PARTITIONS)
+
+
+def worker_env(settings: WorkerSettings) -> dict[str, str]:
+    return {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
+                             for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
+
+
+@contextlib.asynccontextmanager
+async def worker_processes(settings: WorkerSettings, count: int = 1, cwd: str | None = None,
+                           env: dict[str, str] | None = None) -> AsyncIterator[None]:
+    """``count`` ``streaminfer worker`` processes (as deployed) with ``settings`` as their
+    environment, run from ``cwd`` (another checkout) when given; SIGTERM on the way out."""
+    procs = []
+    try:
+        for i in range(count):
+            worker_settings = settings.model_copy(update={"worker_id": f"{settings.worker_id}-{i}"})
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pipeline", "worker", env=worker_env(worker_settings) | (env or {}), cwd=cwd,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            ))
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 60)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min / median / max of repetitions."""
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "max": round(max(values), 2)}
+
+
+def spread_text(values: Sequence[float], unit: str = "/s") -> str:
+    s = spread(values)
+    return f"{s['median']:,.1f}{unit} (min {s['min']:,.1f}, max {s['max']:,.1f})"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "platform": platform.platform()}

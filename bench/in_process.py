@@ -1,0 +1,70 @@
+"""The worker without a broker: the same ``Worker`` on the in-memory source and sink.
+
+What the worker's own loop costs next to the model, with Kafka (and the broker's share of
+the CPU) out of the picture; and the one command that measures a GPU machine, where no
+broker runs: ``streaminfer bench in-process [--device cuda]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench.common import default_model, items
+from bench.model_ceiling import ModelBench
+from consumers.testing import MemorySource
+from pipeline.app import lane_threads
+from pipeline.config import WorkerSettings
+from pipeline.models import load_model, resolve_device
+from pipeline.runner import Runner
+from pipeline.worker import Worker
+from producers.testing import MemorySink
+from schemas.codec import encode
+
+
+async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", **overrides: Any) -> float:
+    """Items per second of a ``Worker`` draining ``payloads`` from memory into memory."""
+    source, sink = MemorySource(topic="in", partitions=4), MemorySink()
+    for i, payload in enumerate(payloads):
+        source.add(payload, partition=i % 4)
+    model = load_model(default_model(kind), kind)  # type: ignore[arg-type]
+    settings = WorkerSettings(input_topics="in", results_topic="out", dead_letter_topic="dlq", worker_id="bench",
+                              commit_interval_ms=200, **overrides)
+    runner = Runner({kind: model}, resolve_device(device),  # type: ignore[dict-item]
+                    threads_per_lane=settings.torch_threads or lane_threads(1))
+    worker = Worker(settings, runner, source, sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    started = time.perf_counter()
+    while len(sink.sent) < len(payloads):
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await task
+    assert len(sink.on("out")) == len(payloads), "some items became dead letters"
+    return len(payloads) / elapsed
+
+
+def run_in_process(kind: str, n: int, reps: int, device: str = "auto") -> dict[str, Any]:
+    payloads = [encode(e) for e in items(kind, n)]
+    model = ModelBench(kind, min(n, 256))
+    runs: dict[str, list[float]] = {"worker, defaults (in memory)": [], "worker, --batching fixed (in memory)": [],
+                                    "model alone, batch 1": [], "model alone, batch 32": []}
+    try:
+        for rep in range(reps):
+            for name in runs:
+                if name.startswith("worker"):
+                    batching = "fixed" if "fixed" in name else "adaptive"
+                    value = asyncio.run(worker_per_s(kind, payloads, device, batching=batching))
+                else:
+                    import torch
+
+                    value = model.with_decoding_per_s(int(name.rsplit(" ", 1)[1]), torch.get_num_threads())
+                runs[name].append(round(value, 1))
+                print(f"  {kind:<11} rep {rep}: {name:<40} {value:>10,.1f}/s", flush=True)
+    finally:
+        model.runner.stop()
+    return runs

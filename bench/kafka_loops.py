@@ -1,0 +1,104 @@
+"""Two loops written well by hand, on the same broker and backlog as the worker.
+
+``kafka_ceiling``: consume -> produce the same bytes, no model: the most the Kafka client
+moves on this machine (large fetches, batched sends awaited per poll, acks=all and
+idempotence like the worker's producer, offsets committed per poll).
+
+``naive_loop``: consume one record, decode, infer it alone, produce its result, await the
+ack, commit: what a first version of this product would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from bench.common import PARTITIONS, default_model
+from consumers.source import InputRecord
+from pipeline.config import KafkaSettings
+from pipeline.models import load_model, resolve_device
+from pipeline.outcomes import Outcomes
+from pipeline.runner import Runner
+from pipeline.topics import create_topics
+from schemas.codec import Limits
+from schemas.errors import DecodeError
+
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def _consumer(bootstrap: str, topic: str, **kwargs: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"bench-loop-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False, auto_offset_reset="earliest", **kwargs,
+    )
+
+
+async def kafka_ceiling(bootstrap: str, topic: str, n: int) -> float:
+    """Records per second of an identity consume -> produce over ``n`` records of ``topic``."""
+    consumer = _consumer(bootstrap, topic, fetch_max_bytes=MAX_BYTES, max_partition_fetch_bytes=MAX_BYTES)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                                max_batch_size=1024 * 1024, max_request_size=MAX_BYTES + 65_536)
+    out = f"{topic}-ceiling-{uuid.uuid4().hex[:6]}"
+    await create_topics(KafkaSettings(kafka_bootstrap=bootstrap), [out], PARTITIONS)
+    await consumer.start()
+    await producer.start()
+    try:
+        done = 0
+        started = None
+        while done < n:
+            polled = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            if not polled:
+                continue
+            started = started or time.perf_counter()
+            futures = [await producer.send(out, r.value, key=r.key)
+                       for records in polled.values() for r in records]
+            await asyncio.gather(*futures)
+            await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")
+                                   for tp, records in polled.items()})
+            done += len(futures)
+        assert started is not None
+        return done / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def naive_loop(bootstrap: str, topic: str, kind: str, n: int) -> float:
+    """Records per second of consume one -> infer one -> produce -> await -> commit."""
+    model = load_model(default_model(kind), kind)  # type: ignore[arg-type]
+    runner = Runner({kind: model}, resolve_device("auto"))  # type: ignore[dict-item]
+    runner.start()
+    outcomes = Outcomes(results_topic=f"{topic}-naive-{uuid.uuid4().hex[:6]}", dead_letter_topic=f"{topic}-naive-dlq",
+                        worker_id="naive", content_type="application/msgpack", limits=Limits())
+    await create_topics(KafkaSettings(kafka_bootstrap=bootstrap), [outcomes.results_topic], PARTITIONS)
+    consumer = _consumer(bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                max_request_size=MAX_BYTES + 65_536)
+    await consumer.start()
+    await producer.start()
+    try:
+        started = None
+        for _ in range(n):
+            r = await consumer.getone()
+            started = started or time.perf_counter()
+            record = InputRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp)
+            event = outcomes.decode(record)
+            assert not isinstance(event, DecodeError), event
+            [inference] = runner.run_sync([event])
+            now = time.time_ns() // 1_000_000
+            outcome = outcomes.result(record, event, inference, received_ms=now, closed_ms=now, produced_ms=now,
+                                      batch_size=1)
+            await producer.send_and_wait(outcome.record.topic, outcome.record.value, key=outcome.record.key,
+                                         headers=list(outcome.record.headers))
+            await consumer.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, "")})
+        assert started is not None
+        return n / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        runner.stop()

@@ -1,0 +1,98 @@
+"""``streaminfer worker`` processes, as deployed, on the local broker.
+
+``drain``: workers read a backlog with a group of their own; throughput from the results'
+own timings, counted from when every worker has started producing (a group of two
+rebalances once the second joins; that pause is not the steady rate).
+
+``latency``: the worker runs first and input arrives at a fixed rate (open loop: the rate
+does not slow down when the worker falls behind); end to end from each event's own
+timestamp to its result produced, and each stage of the way from the result's timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from bench.common import create_outputs, default_model, fresh_settings, worker_processes
+from consumers.results_reader import read_results
+from pipeline.latency import latency_summary_ms
+from pipeline.topics import create_topics, wait_for_group
+from producers.publisher import publish
+from producers.transaction_source import iter_synthetic_transactions
+from producers.video_source import iter_video_frames
+from schemas.models import Frame, Result, Transaction
+
+
+def _models(kind: str) -> dict[str, str]:
+    """Only the model the kind needs: the worker starts sooner."""
+    return {"frame_model": default_model("frame") if kind == "frame" else "none",
+            "transaction_model": default_model("transaction") if kind == "transaction" else "none"}
+
+
+async def _collect(bootstrap: str, topic: str, n: int) -> list[Result]:
+    results: list[Result] = []
+    stream = read_results(bootstrap=bootstrap, topic=topic, follow=True)
+    async with contextlib.aclosing(stream):
+        async for result in stream:
+            results.append(result)
+            if len(results) == n:
+                break
+    return results
+
+
+async def drain(bootstrap: str, topic: str, kind: str, n: int, *, workers: int = 1, cwd: str | None = None,
+                **overrides: Any) -> float:
+    """Results per second of ``workers`` worker processes draining ``n`` records of ``topic``."""
+    settings = fresh_settings(bootstrap, "drain", [topic], **(_models(kind) | overrides))
+    await create_outputs(settings)
+    async with worker_processes(settings, workers, cwd=cwd):
+        results = await _collect(bootstrap, settings.results_topic, n)
+    firsts: dict[str, int] = {}
+    for r in results:
+        firsts[r.worker_id] = min(firsts.get(r.worker_id, r.timings.received_ms), r.timings.received_ms)
+    start = max(firsts.values())  # every worker is reading by now
+    steady = [r.timings.produced_ms for r in results if r.timings.produced_ms >= start]
+    return len(steady) / max(0.001, (max(steady) - start) / 1000)
+
+
+def stages(results: list[Result]) -> dict[str, dict[str, float | None]]:
+    """Latency of each stage, from the results' timings (ms)."""
+    t = [r.timings for r in results]
+    return {
+        "end_to_end": latency_summary_ms([x.produced_ms - x.event_ms for x in t]),
+        "to_worker": latency_summary_ms([x.received_ms - x.event_ms for x in t]),
+        "batching": latency_summary_ms([x.batch_closed_ms - x.received_ms for x in t]),
+        "queued": latency_summary_ms([x.inference_start_ms - x.batch_closed_ms for x in t]),
+        "inference": latency_summary_ms([x.inference_end_ms - x.inference_start_ms for x in t]),
+        "produce": latency_summary_ms([x.produced_ms - x.inference_end_ms for x in t]),
+    }
+
+
+def paced_events(kind: str, n: int, seed: int) -> Iterator[Frame | Transaction]:
+    """Lazily made, so each event's timestamp is its send time."""
+    if kind == "frame":
+        return iter_video_frames("synthetic", stream_id=f"paced-{seed}", count=n)
+    return iter_synthetic_transactions(n, seed=seed)
+
+
+async def latency(bootstrap: str, kind: str, rate_per_s: float, seconds: float, *, cwd: str | None = None,
+                  seed: int = 11, **overrides: Any) -> dict[str, Any]:
+    """One worker; ``kind`` events at ``rate_per_s`` for ``seconds``: stage latencies and mean batch size."""
+    # a topic of its own: another run's events would be read as this one's
+    settings = fresh_settings(bootstrap, "latency", [f"bench-paced-{kind}-{uuid.uuid4().hex[:8]}"],
+                              **(_models(kind) | overrides))
+    await create_topics(settings, [*settings.input_topics, settings.results_topic, settings.dead_letter_topic], 4)
+    n = max(1, int(rate_per_s * seconds))
+    async with worker_processes(settings, 1, cwd=cwd):
+        await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
+        feeder = asyncio.create_task(publish(paced_events(kind, n, seed), bootstrap=bootstrap,
+                                             topic=settings.input_topics[0], rate_per_s=rate_per_s, progress=False))
+        results = await _collect(bootstrap, settings.results_topic, n)
+        report = await feeder
+    return {"rate_per_s": rate_per_s, "sent_per_s": round(report.rate_per_s, 1), "n": n,
+            "mean_batch_size": round(sum(r.batch_size for r in results) / len(results), 2),
+            "stages_ms": stages(results)}

@@ -1,0 +1,130 @@
+"""``streaminfer bench all``: every contender, interleaved, ratios against the strongest baselines.
+
+The model sweep runs first and picks the model's best batch size and thread count; then,
+for each repetition, every throughput contender runs once in turn on the same backlogs
+(each with a group of its own), so a noisy minute hurts all of them alike. Latency runs
+last, at fractions of the capacity the drains measured, adaptive batching against fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import kafka_loops, model_ceiling, pipeline_runs
+from bench.common import backlog, items, machine, spread, spread_text
+
+LOADS = (0.25, 0.5, 1.0, 2.0)
+
+
+def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best: dict[str, int],
+                baseline_cwd: str | None) -> dict[str, Any]:
+    topic = asyncio.run(backlog(bootstrap, kind, items(kind, n)))
+    model = model_ceiling.ModelBench(kind, model_ceiling.ITEMS[kind])
+    contenders: dict[str, Callable[[], float]] = {
+        "kafka ceiling (identity, no model)": lambda: asyncio.run(kafka_loops.kafka_ceiling(bootstrap, topic, n)),
+        f"model alone, best (batch {best['batch_size']}, {best['threads']} threads)":
+            lambda: model.with_decoding_per_s(best["batch_size"], best["threads"]),
+        "naive loop": lambda: asyncio.run(kafka_loops.naive_loop(bootstrap, topic, kind, naive_n)),
+        "worker, defaults": lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n)),
+    }
+    if kind == "transaction":
+        contenders["two workers, defaults"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
+                                                                                      workers=2))
+    contenders["worker, --batching fixed"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
+                                                                                     batching="fixed"))
+    if baseline_cwd:
+        contenders[f"worker from {baseline_cwd}"] = lambda: asyncio.run(
+            pipeline_runs.drain(bootstrap, topic, kind, n, cwd=baseline_cwd))
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    default_threads = torch.get_num_threads()
+    try:
+        for rep in range(reps):
+            for name, measure in contenders.items():
+                value = measure()
+                torch.set_num_threads(default_threads)
+                runs[name].append(round(value, 1))
+                print(f"  {kind:<11} rep {rep}: {name:<44} {value:>10,.1f}/s", flush=True)
+    finally:
+        model.runner.stop()
+    return {"backlog": n, "topic": topic, "per_s": runs, "spread": {k: spread(v) for k, v in runs.items()}}
+
+
+def _ratios(kind: str, per_s: dict[str, list[float]]) -> dict[str, float]:
+    med = {name: statistics.median(values) for name, values in per_s.items()}
+    ceiling = next(v for k, v in med.items() if k.startswith("kafka ceiling"))
+    model = next(v for k, v in med.items() if k.startswith("model alone"))
+    naive = med["naive loop"]
+    ratios = {}
+    for name, value in med.items():
+        if name.startswith(("worker", "two workers")):
+            ratios[f"{name} / kafka ceiling"] = round(value / ceiling, 3)
+            ratios[f"{name} / model alone best"] = round(value / model, 3)
+            ratios[f"{name} / naive loop"] = round(value / naive, 2)
+    return ratios
+
+
+def _latency(bootstrap: str, kind: str, capacity: float, seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    for load in LOADS:
+        for batching in ("adaptive", "fixed"):
+            row = asyncio.run(pipeline_runs.latency(bootstrap, kind, capacity * load, seconds, batching=batching))
+            row |= {"load": load, "batching": batching}
+            rows.append(row)
+            e2e = row["stages_ms"]["end_to_end"]
+            print(f"  {kind:<11} {load:>4}x capacity ({row['rate_per_s']:,.0f}/s) {batching:<8}: end to end "
+                  f"p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} max {e2e['max']} ms, mean batch {row['mean_batch_size']}",
+                  flush=True)
+    return rows
+
+
+def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int = 30_000, frames: int = 200,
+            latency_seconds: float = 6.0, baseline_cwd: str | None = None) -> dict[str, Any]:
+    started = time.monotonic()
+    report: dict[str, Any] = {"machine": machine(), "reps": reps, "kinds": {}}
+    for kind, n, naive_n in (("transaction", transactions, 1000), ("frame", frames, 40)):
+        print(f"{kind}: model sweep", flush=True)
+        sweep = model_ceiling.sweep(kind)
+        print(f"{kind}: throughput, {reps} interleaved repetitions", flush=True)
+        throughput = _throughput(bootstrap, kind, n, naive_n, reps, sweep["best"], baseline_cwd)
+        report["kinds"][kind] = {"model": sweep, "throughput": throughput,
+                                 "ratios": _ratios(kind, throughput["per_s"])}
+    for kind in ("transaction", "frame"):
+        capacity = statistics.median(report["kinds"][kind]["throughput"]["per_s"]["worker, defaults"])
+        print(f"{kind}: latency at {', '.join(f'{x}x' for x in LOADS)} of a worker's capacity "
+              f"({capacity:,.0f}/s)", flush=True)
+        report["kinds"][kind]["latency"] = _latency(bootstrap, kind, capacity, latency_seconds)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    _summary(report)
+    write(report, out_dir / "bench.json")
+    try:
+        from bench.plot import plot
+
+        plot(report, out_dir / "bench.png")
+        print(f"wrote {out_dir / 'bench.png'}")
+    except ImportError:
+        print("no PNG: matplotlib is not installed (pip install 'streaminfer[bench]')")
+    return report
+
+
+def _summary(report: dict[str, Any]) -> None:
+    print(f"\nsummary ({report['reps']} repetitions, median (min, max); {report['seconds']} s in all)")
+    for kind, k in report["kinds"].items():
+        print(f"{kind}:")
+        for name, values in k["throughput"]["per_s"].items():
+            print(f"  {name:<46} {spread_text(values)}")
+        for name, ratio in k["ratios"].items():
+            print(f"  ratio {name:<60} {ratio}")
+
+
+def write(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
