@@ -10,19 +10,28 @@ letter) or the infrastructure's (retry until a deadline).
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     CorruptRecordException,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
+    for_code,
 )
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+log = logging.getLogger("streaminfer.sink")
 
 Delivery = asyncio.Future[Any]
 
@@ -67,10 +76,21 @@ def max_request_bytes(max_payload_bytes: int) -> int:
 
 
 class KafkaSink:
-    """One idempotent ``AIOKafkaProducer`` (acks=all) for results and dead letters."""
+    """One idempotent ``AIOKafkaProducer`` (acks=all) for results and dead letters.
+
+    A record larger than its topic's ``max.message.bytes`` is refused here, before it is
+    sent: refused by the broker, it would also break the idempotent producer's sequence
+    numbers for its partition, and every later record there would fail
+    (``OutOfOrderSequenceNumber``). The limit is read once per topic (DescribeConfigs);
+    where it cannot be read, only the producer's own request limit is checked.
+    """
+
+    LIMIT_RETRY_S = 60.0
 
     def __init__(self, client_kwargs: dict[str, Any], client_id: str, max_payload_bytes: int,
                  linger_ms: int = 2, batch_bytes: int = 16_384) -> None:
+        self._client_kwargs = dict(client_kwargs)
+        self._max_request = max_request_bytes(max_payload_bytes)
         self._kwargs = dict(
             client_kwargs,
             client_id=client_id,
@@ -78,11 +98,13 @@ class KafkaSink:
             acks="all",
             linger_ms=linger_ms,
             max_batch_size=batch_bytes,
-            max_request_size=max_request_bytes(max_payload_bytes),
+            max_request_size=self._max_request,
         )
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
         self._retries: set[asyncio.Future[None]] = set()  # record batches being resent one by one
+        # topic -> (largest record batch it takes, until when that is known: inf once read)
+        self._limits: dict[str, tuple[int, float]] = {}
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(**self._kwargs)
@@ -93,17 +115,55 @@ class KafkaSink:
             await self._producer.stop()
             self._producer = None
 
+    async def topic_limit(self, topic: str) -> int:
+        """The largest record batch ``topic`` takes: its ``max.message.bytes``, at most the request limit."""
+        known = self._limits.get(topic)
+        if known is not None and time.monotonic() < known[1]:
+            return known[0]
+        try:
+            limit, until = min(self._max_request, await self._read_limit(topic)), math.inf
+        except Exception as exc:  # not allowed to describe configs, topic not there yet, broker away
+            log.warning("could not read max.message.bytes of %r (%s); checking the producer's limit only",
+                        topic, describe_error(exc))
+            limit, until = self._max_request, time.monotonic() + self.LIMIT_RETRY_S
+        self._limits[topic] = (limit, until)
+        return limit
+
+    async def _read_limit(self, topic: str) -> int:
+        admin = AIOKafkaAdminClient(**self._client_kwargs)
+        await admin.start()
+        try:
+            [response] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+            )
+        finally:
+            await admin.close()
+        [resource] = response.to_object()["resources"]
+        if resource["error_code"]:
+            raise for_code(resource["error_code"])(resource["error_message"] or topic)
+        [entry] = [e for e in resource["config_entries"] if e["config_names"] == "max.message.bytes"]
+        return int(entry["config_value"])
+
+    def _too_large(self, record: OutRecord, limit: int) -> Delivery | None:
+        """An already-failed delivery if ``record`` alone is over ``limit``, else None."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, list(record.headers))
+        if size <= limit:
+            return None
+        return _failed(MessageSizeTooLargeError(
+            f"the record is {size} bytes, over the {limit} bytes topic {record.topic!r} takes (max.message.bytes)"
+        ))
+
     async def send(self, record: OutRecord) -> Delivery:
         if self._producer is None:
             raise RuntimeError("KafkaSink.start() was not called")
+        if (refused := self._too_large(record, await self.topic_limit(record.topic))) is not None:
+            return refused
         try:
             return await self._producer.send(
                 record.topic, record.value, key=record.key, headers=list(record.headers)
             )
         except KafkaError as exc:  # refused before it was queued: deliver the failure like a late one
-            failed: Delivery = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
+            return _failed(exc)
 
     async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
         """A batch's records in one record batch per output partition (``send_batch``),
@@ -119,6 +179,7 @@ class KafkaSink:
         deliveries: list[Delivery] = [loop.create_future() for _ in records]
         groups: dict[tuple[str, int], list[int]] = {}
         partitions: dict[str, list[int]] = {}
+        limits: dict[str, int] = {}
         for i, record in enumerate(records):
             if record.topic not in partitions:
                 try:
@@ -126,21 +187,25 @@ class KafkaSink:
                 except KafkaError as exc:
                     deliveries[i].set_exception(exc)
                     continue
+                limits[record.topic] = await self.topic_limit(record.topic)
+            if (refused := self._too_large(record, limits[record.topic])) is not None:
+                self._chain(refused, deliveries[i])
+                continue
             known = partitions[record.topic]
             groups.setdefault((record.topic, self._partitioner(record.key, known, known)), []).append(i)
         for (topic, partition), indices in groups.items():
             batch, members = producer.create_batch(), list[int]()
             for i in indices:
                 record = records[i]
-                if batch.append(key=record.key, value=record.value, timestamp=None,
-                                headers=list(record.headers)) is None:
+                headers = list(record.headers)
+                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, headers)
+                appended = (not members or batch.size() + size <= limits[topic]) and batch.append(
+                    key=record.key, value=record.value, timestamp=None, headers=headers) is not None
+                if not appended:  # full: send it, start the next
                     await self._send_batch(batch, topic, partition, [records[j] for j in members],
                                            [deliveries[j] for j in members])
                     batch, members = producer.create_batch(), []
-                    if batch.append(key=record.key, value=record.value, timestamp=None,
-                                    headers=list(record.headers)) is None:  # too large for any batch
-                        self._chain(await self.send(record), deliveries[i])
-                        continue
+                    batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
                 members.append(i)
             if members:
                 await self._send_batch(batch, topic, partition, [records[j] for j in members],
@@ -153,8 +218,7 @@ class KafkaSink:
         try:
             sent = await self._producer.send_batch(batch, topic, partition=partition)
         except KafkaError as exc:
-            sent = asyncio.get_running_loop().create_future()
-            sent.set_exception(exc)
+            sent = _failed(exc)
 
         def settle(done: asyncio.Future[Any]) -> None:
             exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
@@ -175,8 +239,12 @@ class KafkaSink:
         sent.add_done_callback(settle)
 
     async def _one_by_one(self, records: list[OutRecord], deliveries: list[Delivery]) -> None:
+        # each acked before the next is sent: the producer would otherwise put them in
+        # one record batch again (a rare path: a batch refused for its size or content)
         for record, delivery in zip(records, deliveries, strict=True):
-            self._chain(await self.send(record), delivery)
+            sent = await self.send(record)
+            await asyncio.wait([sent])
+            self._chain(sent, delivery)
 
     @staticmethod
     def _chain(source: Delivery, target: Delivery) -> None:
@@ -191,3 +259,13 @@ class KafkaSink:
                 target.set_result(done.result())
 
         source.add_done_callback(copy)
+
+
+def _failed(exc: BaseException) -> Delivery:
+    failed: Delivery = asyncio.get_running_loop().create_future()
+    failed.set_exception(exc)
+    return failed
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -42,6 +42,8 @@ def _run_workers(topics: Topics, tmp_path: Path, frames: list[Frame], batch_size
     env = topics.worker_env() | {
         "STREAMINFER_MAX_BATCH_SIZE": str(batch_size),
         "STREAMINFER_MAX_WAIT_MS": "50",
+        # parity at this batch size: fixed windows (adaptive batching would pick 1-4 on a CPU)
+        "STREAMINFER_BATCHING": "fixed",
         "STREAMINFER_FRAME_MODEL": "builtin:efficientnet-lite0",
     }
     workers = [WorkerProcess(f"{tag}-w{i}", env, tmp_path) for i in (1, 2)]

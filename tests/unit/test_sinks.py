@@ -1,0 +1,116 @@
+"""``KafkaSink.send_many`` on a fake producer: batching per partition, and a refused record
+batch narrowed down to the record at fault (the broker path is in the integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from producers.sinks import KafkaSink, OutRecord, is_record_fault
+
+BAD = b"bad"
+
+
+class FakeBatch:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None, headers: list[Any]) -> object:
+        self.values.append(value)
+        return object()
+
+    def size(self) -> int:
+        return 61 + sum(len(v) + 20 for v in self.values)
+
+
+class FakeProducer:
+    """The broker refuses any record batch holding BAD; ``down`` fails everything."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int, list[bytes]]] = []
+        self.singles: list[bytes] = []
+        self.down = False
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        self.batches.append((topic, partition, batch.values))
+        return self._future(BAD in batch.values)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> Any:
+        self.singles.append(value)
+        return self._future(value == BAD)
+
+    def _future(self, refuse: bool) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        if self.down:
+            future.set_exception(KafkaConnectionError("down"))
+        elif refuse:
+            future.set_exception(MessageSizeTooLargeError("refused"))
+        else:
+            future.set_result("ok")
+        return future
+
+
+def sink_on(producer: FakeProducer) -> KafkaSink:
+    sink = KafkaSink({"bootstrap_servers": "unused:9092"}, "test", 1_048_576)
+    sink._producer = producer  # type: ignore[assignment]
+    sink._limits["out"] = (1_048_576, math.inf)  # known: no DescribeConfigs
+    return sink
+
+
+def test_one_record_batch_per_partition_and_keys_stay_together() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        records = [OutRecord("out", f"v{i}".encode(), f"k{i % 5}".encode()) for i in range(50)]
+        outcomes = await asyncio.gather(*await sink_on(producer).send_many(records))
+        assert outcomes == ["ok"] * 50 and producer.singles == []
+        assert len(producer.batches) == len({p for _, p, _ in producer.batches}) <= 3
+        where = {v: p for _, p, values in producer.batches for v in values}
+        for key in {r.key for r in records}:
+            assert len({where[r.value] for r in records if r.key == key}) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_record_batch_is_sent_again_record_by_record_so_only_the_culprit_fails() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        records = [OutRecord("out", BAD if i == 3 else f"v{i}".encode(), b"one-key") for i in range(8)]
+        outcomes = await asyncio.gather(*await sink_on(producer).send_many(records), return_exceptions=True)
+        assert [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)] == [3]
+        assert is_record_fault(outcomes[3])  # type: ignore[arg-type]
+        assert producer.singles == [r.value for r in records]  # in order, one at a time
+
+    asyncio.run(scenario())
+
+
+def test_an_outage_fails_every_delivery_of_the_batch_without_resending_one_by_one() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        producer.down = True
+        records = [OutRecord("out", f"v{i}".encode(), b"k") for i in range(4)]
+        outcomes = await asyncio.gather(*await sink_on(producer).send_many(records), return_exceptions=True)
+        assert all(isinstance(o, KafkaConnectionError) for o in outcomes) and producer.singles == []
+
+    asyncio.run(scenario())
+
+
+def test_a_record_over_the_topic_limit_is_refused_before_it_is_sent() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        sink = sink_on(producer)
+        sink._limits["out"] = (1000, math.inf)
+        records = [OutRecord("out", b"x" * (5000 if i == 1 else 100), b"k") for i in range(3)]
+        outcomes = await asyncio.gather(*await sink.send_many(records), return_exceptions=True)
+        assert isinstance(outcomes[1], MessageSizeTooLargeError) and outcomes[0] == outcomes[2] == "ok"
+        assert all(b"x" * 5000 not in values for _, _, values in producer.batches)
+
+    asyncio.run(scenario())
