@@ -59,8 +59,11 @@ async def create_outputs(settings: WorkerSettings) -> None:
 
 
 def worker_env(settings: WorkerSettings) -> dict[str, str]:
+    """The settings given explicitly, as environment: a worker from another checkout then
+    runs with its own defaults, not this one's."""
+    given = settings.model_dump(exclude={"sasl_password"}, exclude_unset=True)
     return {**os.environ, **{f"STREAMINFER_{k.upper()}": ",".join(v) if isinstance(v, list) else str(v)
-                             for k, v in settings.model_dump(exclude={"sasl_password"}).items() if v is not None}}
+                             for k, v in given.items() if v is not None}}
 
 
 @contextlib.asynccontextmanager

@@ -61,7 +61,8 @@ def build_worker(settings: WorkerSettings) -> Worker:
         )
         return Worker(settings, runner, source, None, transactions=transactions)
     sink = KafkaSink(settings.client_kwargs(), settings.worker_id, settings.max_payload_bytes,
-                     linger_ms=settings.producer_linger_ms, batch_bytes=settings.producer_batch_bytes)
+                     linger_ms=settings.producer_linger_ms, batch_bytes=settings.producer_batch_bytes,
+                     topics=(settings.results_topic, settings.dead_letter_topic))
     return Worker(settings, runner, source, sink)
 
 

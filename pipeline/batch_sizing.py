@@ -5,9 +5,12 @@ small MLP keeps getting cheaper per item up to large batches. So the cap is meas
 not assumed: every batch reports its size and how long the model took on it, the sizer
 keeps a moving average of the cost per item for each size it has seen (powers of two
 up to ``max_batch_size``, and that bound itself), and the cap is the size with the
-lowest cost per item. It climbs from 1: a size above the cap is tried once the cap has
-enough samples; a neighbour of the cap is tried again now and then, since the machine
-(other lanes, other processes) changes under it. Only full batches say much about a
+lowest cost per item. It starts at 8 and climbs the hill both ways: a neighbour of the
+cap (twice or half its size) that was never measured is tried as soon as the cap has its
+samples (fewer for a size never measured, so that a worker started on a backlog gets there
+in a few dozen batches), and the cap moves to whichever is cheaper; once both neighbours
+are known, one of them is tried again now and then, since the machine (other lanes,
+other processes) changes under it. Only full batches say much about a
 size, so only batches whose size is one of the candidates are counted.
 
 Under a latency SLO the cap is also no larger than the biggest size whose batch fits in
@@ -26,6 +29,11 @@ from dataclasses import dataclass
 class _Estimate:
     per_item_s: float = 0.0
     samples: int = 0
+    settled: bool = False  # has had the samples it needs since it was last (re)tried
+    ever_settled: bool = False
+
+
+START_SIZE = 8
 
 
 class BatchSizer:
@@ -57,8 +65,11 @@ class BatchSizer:
         self._explore_every = explore_every
         self._margin = margin
         self._smoothing = smoothing
+        self._climb_samples = max(1, samples // 2)
         self._estimates = {size: _Estimate() for size in self.sizes}
-        self._at = 0  # index of the cap in sizes
+        # index of the cap in sizes: it starts at 8 (or the bound), a size that no model is far
+        # off at, and climbs from there in both directions
+        self._at = max(i for i, size in enumerate(self.sizes) if size <= START_SIZE)
         self._probe: int | None = None  # index being tried, or None
         self._since_explore = 0
 
@@ -86,7 +97,13 @@ class BatchSizer:
         return self.cap
 
     def _settled(self, index: int) -> bool:
-        return self._estimates[self.sizes[index]].samples >= self._samples
+        estimate = self._estimates[self.sizes[index]]
+        if not estimate.settled:
+            # a size never settled before needs fewer samples, so that a worker started on a
+            # backlog finds its size in a few dozen batches (a wrong step is undone later)
+            needed = self._samples if estimate.ever_settled else self._climb_samples
+            estimate.settled = estimate.ever_settled = estimate.samples >= needed
+        return estimate.settled
 
     def _cost(self, index: int) -> float:
         return self._estimates[self.sizes[index]].per_item_s
@@ -124,13 +141,17 @@ class BatchSizer:
             return
         fitting = [i for i in settled if self._fits(i)] or [0]
         best = min(self._cost(i) for i in fitting)
-        # the smallest size within the margin of the cheapest: as fast, and lower latency
-        self._at = next(i for i in fitting if self._cost(i) <= best * (1 + self._margin))
-        top = settled[-1]
-        up = top + 1
-        if up < len(self.sizes) and self._cost(top) <= best * (1 + self._margin) and self._fits(up):
-            self._start_probe(up)  # still getting cheaper (or level) at the top: look further
-        elif self._since_explore >= self._explore_every:
+        # the cheapest per item: the cap only binds under load, where throughput is latency;
+        # the current cap stays while it is within the margin (noise is not a reason to move)
+        if self._at not in fitting or self._cost(self._at) > best * (1 + self._margin):
+            self._at = min(fitting, key=self._cost)
+        # hill-climb: a neighbour of the cap not measured yet, the larger one first
+        for index in (self._at + 1, self._at - 1):
+            if 0 <= index < len(self.sizes) and not self._estimates[self.sizes[index]].ever_settled \
+                    and self._fits(index):
+                self._start_probe(index)
+                return
+        if self._since_explore >= self._explore_every:
             # look again at a neighbour, alternating, as the machine changes under us
             around = (self._at - 1, self._at + 1) if self._since_explore % 2 else (self._at + 1, self._at - 1)
             for index in around:
@@ -140,5 +161,6 @@ class BatchSizer:
 
     def _start_probe(self, index: int) -> None:
         self._estimates[self.sizes[index]].samples = 0
+        self._estimates[self.sizes[index]].settled = False
         self._probe = index
         self._since_explore = 0

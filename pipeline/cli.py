@@ -282,6 +282,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         run_mixed(_bootstrap(args), out / "bench-mixed.json", args.mixed_seconds, args.txn_rate, args.frame_rate,
                   args.reps, args.baseline_worker_cwd)
+    elif args.part == "in-process":
+        from bench.common import machine
+        from bench.in_process import run_in_process
+        from bench.suite import write
+
+        write({"machine": machine(), "device": args.device,
+               "kinds": {kind: run_in_process(kind, args.frames if kind == "frame" else args.transactions, args.reps,
+                                              args.device) for kind in ("transaction", "frame")}},
+              out / "bench-in-process.json")
     elif args.part == "model":
         from bench.common import machine
         from bench.model_ceiling import sweep
@@ -371,9 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="all: the model sweep, then the Kafka ceiling, the naive loop, the model at "
                        "its best and worker drains (interleaved repetitions), then latency at 0.25-2x a worker's "
                        "capacity, adaptive against fixed batching. model: the sweep alone. mixed: transaction "
-                       "latency while frames flow through the same worker.")
-    p.add_argument("part", nargs="?", choices=["all", "model", "mixed"], default="all",
-                   help="what to run (default: %(default)s)")
+                       "latency while frames flow through the same worker. in-process: no broker.")
+    p.add_argument("part", nargs="?", choices=["all", "model", "mixed", "in-process"], default="all",
+                   help="what to run (default: %(default)s); in-process: the worker on an in-memory source "
+                   "and sink next to the model alone, no broker (for GPU machines)")
+    p.add_argument("--device", default="auto", help="in-process: auto, cpu, cuda, cuda:N (default: %(default)s)")
     p.add_argument("--transactions", type=int, default=30_000, help="backlog size (default: %(default)s)")
     p.add_argument("--frames", type=int, default=200, help="backlog size (default: %(default)s)")
     p.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default: %(default)s)")

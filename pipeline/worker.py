@@ -187,9 +187,11 @@ class Worker:
     # -- consume side -------------------------------------------------------------
 
     async def _consume_loop(self, stop: asyncio.Event) -> None:
-        # one window per poll: records wait in Kafka, not in this process, when the model is behind
-        max_records = self.settings.max_batch_size
+        # one window per poll: records wait in Kafka, not in this process, when the model is
+        # behind; with adaptive batching, a window as large as the largest lane's cap (polled
+        # at the bound, a backlog would be cut into many batches at a cap still being learned)
         while not stop.is_set():
+            max_records = max(lane.batcher.max_batch_size for lane in self._lanes.values())
             self._raise_if_fatal()
             self._release_held()
             deadlines = [d for lane in self._lanes.values() if (d := lane.batcher.deadline()) is not None]

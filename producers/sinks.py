@@ -88,7 +88,9 @@ class KafkaSink:
     LIMIT_RETRY_S = 60.0
 
     def __init__(self, client_kwargs: dict[str, Any], client_id: str, max_payload_bytes: int,
-                 linger_ms: int = 2, batch_bytes: int = 16_384) -> None:
+                 linger_ms: int = 2, batch_bytes: int = 16_384, topics: Sequence[str] = ()) -> None:
+        """``topics``: where records will go; their limits are read at start, not on the first send."""
+        self._topics = tuple(topics)
         self._client_kwargs = dict(client_kwargs)
         self._max_request = max_request_bytes(max_payload_bytes)
         self._kwargs = dict(
@@ -109,6 +111,8 @@ class KafkaSink:
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(**self._kwargs)
         await self._producer.start()
+        for topic in self._topics:
+            await self.topic_limit(topic)
 
     async def stop(self) -> None:
         if self._producer is not None:
