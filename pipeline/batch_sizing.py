@@ -5,7 +5,7 @@ small MLP keeps getting cheaper per item up to large batches. So the cap is meas
 not assumed: every batch reports its size and how long the model took on it, the sizer
 keeps a moving average of the cost per item for each size it has seen (powers of two
 up to ``max_batch_size``, and that bound itself), and the cap is the size with the
-lowest cost per item. It starts at 8 and climbs the hill both ways: a neighbour of the
+lowest cost per item. It starts at 4 and climbs the hill both ways: a neighbour of the
 cap (twice or half its size) that was never measured is tried as soon as the cap has its
 samples (fewer for a size never measured, so that a worker started on a backlog gets there
 in a few dozen batches), and the cap moves to whichever is cheaper; once both neighbours
@@ -33,7 +33,7 @@ class _Estimate:
     ever_settled: bool = False
 
 
-START_SIZE = 8
+START_SIZE = 4
 
 
 class BatchSizer:
@@ -67,8 +67,8 @@ class BatchSizer:
         self._smoothing = smoothing
         self._climb_samples = max(1, samples // 2)
         self._estimates = {size: _Estimate() for size in self.sizes}
-        # index of the cap in sizes: it starts at 8 (or the bound), a size that no model is far
-        # off at, and climbs from there in both directions
+        # index of the cap in sizes: it starts at 4 (or the bound), a size no model is far off
+        # at (a CNN on a CPU is at its best around it), and climbs from there both ways
         self._at = max(i for i, size in enumerate(self.sizes) if size <= START_SIZE)
         self._probe: int | None = None  # index being tried, or None
         self._since_explore = 0

@@ -119,9 +119,14 @@ async def publish(
         await producer.start()
         started = time.monotonic()
         pending: list[asyncio.Future[Any]] = []
-        for event in events:
+        upcoming = iter(events)
+        while True:
+            # wait first, then take the event: a source that stamps its events when they are
+            # made (a camera, a generator) stamps them when they go out, not a period earlier
             if delay := pacing_delay_s(sent, started, time.monotonic(), rate_per_s):
                 await asyncio.sleep(delay)
+            if (event := next(upcoming, None)) is None:
+                break
             pending.append(
                 await producer.send(
                     topic, encode(event, content_type), key=event.key.encode(), headers=headers

@@ -37,14 +37,14 @@ def test_sizes_are_powers_of_two_up_to_the_bound_and_the_bound() -> None:
         BatchSizer(0)
 
 
-def test_it_starts_at_eight_and_settles_on_the_size_cheapest_per_item() -> None:
+def test_it_starts_at_four_and_settles_on_the_size_cheapest_per_item() -> None:
     sizer = BatchSizer(32)
-    assert sizer.cap == 8
+    assert sizer.cap == 4
     caps = drive(sizer, cnn_on_cpu, 100)
     assert caps[-1] == 4 and set(caps[-50:]) == {4}, caps
-    assert (min(caps), max(caps)) == (2, 16), "it did not look one size past the best each way, or looked further"
+    assert (min(caps), max(caps)) == (2, 8), "it did not look one size past the best each way, or looked further"
     assert sizer.per_item_ms()[4] == pytest.approx(40.0)
-    assert BatchSizer(4).cap == 4 and BatchSizer(1).cap == 1
+    assert BatchSizer(2).cap == 2 and BatchSizer(1).cap == 1
 
 
 def test_a_model_that_gets_cheaper_per_item_climbs_to_the_bound_in_a_few_batches() -> None:
@@ -85,4 +85,4 @@ def test_partial_and_odd_sized_batches_do_not_move_the_cap() -> None:
     sizer = BatchSizer(32)
     for _ in range(50):
         sizer.observe(3, 0.0001)  # not a candidate size: says nothing about any of them
-    assert sizer.cap == 8 and sizer.per_item_ms() == {}
+    assert sizer.cap == 4 and sizer.per_item_ms() == {}

@@ -728,7 +728,7 @@ def test_adaptive_batching_sends_an_item_at_once_when_the_model_is_free() -> Non
 
 
 def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() -> None:
-    """A model with a fixed cost per batch: the cap climbs from 8 to max_batch_size while a
+    """A model with a fixed cost per batch: the cap climbs from 4 to max_batch_size while a
     backlog drains; then, while the model is busy, arrivals gather into one batch."""
 
     async def scenario() -> None:
@@ -741,7 +741,7 @@ def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() 
         h = Harness(source, sink, model=model, max_batch_size=64, max_wait_ms=10_000)
         h.start()
         await eventually(lambda: h.committed() == 400, "the backlog drains")
-        assert model.batches[:2] == [8, 8] and model.batches[-2] == 64, model.batches
+        assert model.batches[:2] == [4, 4] and model.batches[-2] == 64, model.batches
         assert 64 in model.batches[:20], model.batches  # a few dozen batches, not hundreds
         gate.clear()
         source.add(txn(400))
