@@ -32,7 +32,8 @@ async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", *
     settings = WorkerSettings(input_topics="in", results_topic="out", dead_letter_topic="dlq", worker_id="bench",
                               commit_interval_ms=200, **overrides)
     runner = Runner({kind: model}, resolve_device(device),  # type: ignore[dict-item]
-                    threads_per_lane=settings.torch_threads or lane_threads(1))
+                    threads_per_lane=settings.torch_threads or lane_threads(1),
+                    acceleration=settings.acceleration())
     worker = Worker(settings, runner, source, sink)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -48,9 +49,12 @@ async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", *
     return len(payloads) / elapsed
 
 
-def run_in_process(kind: str, n: int, reps: int, device: str = "auto") -> dict[str, Any]:
+def run_in_process(kind: str, n: int, reps: int, device: str = "auto", **acceleration: Any) -> dict[str, Any]:
+    """``acceleration``: precision, channels_last, compile (as the worker's settings), for
+    the worker and the model alone alike."""
     payloads = [encode(e) for e in items(kind, n)]
-    model = ModelBench(kind, min(n, 256))
+    settings = WorkerSettings(**acceleration)
+    model = ModelBench(kind, min(n, 256), device=device, acceleration=settings.acceleration())
     runs: dict[str, list[float]] = {"worker, defaults (in memory)": [], "worker, --batching fixed (in memory)": [],
                                     "model alone, batch 1": [], "model alone, batch 32": []}
     try:
@@ -58,7 +62,7 @@ def run_in_process(kind: str, n: int, reps: int, device: str = "auto") -> dict[s
             for name in runs:
                 if name.startswith("worker"):
                     batching = "fixed" if "fixed" in name else "adaptive"
-                    value = asyncio.run(worker_per_s(kind, payloads, device, batching=batching))
+                    value = asyncio.run(worker_per_s(kind, payloads, device, batching=batching, **acceleration))
                 else:
                     import torch
 

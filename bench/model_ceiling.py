@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from bench.common import default_model, items
+from pipeline.acceleration import Acceleration
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
 from schemas.codec import decode_input, encode
@@ -31,6 +32,8 @@ class ModelBench:
 
     kind: str
     n: int
+    device: str = "auto"
+    acceleration: Acceleration | None = None
 
     def __post_init__(self) -> None:
         spec = default_model(self.kind)
@@ -38,7 +41,8 @@ class ModelBench:
         assert model is not None, spec
         self.spec = spec
         self.model = model
-        self.runner = Runner({self.kind: model}, resolve_device("auto"))  # type: ignore[dict-item]
+        self.runner = Runner({self.kind: model}, resolve_device(self.device),  # type: ignore[dict-item]
+                             acceleration=self.acceleration)
         self.runner.start()
         events = items(self.kind, self.n, seed=3)
         self.payloads = [encode(e) for e in events]

@@ -11,6 +11,7 @@ from typing import cast
 
 from consumers.kafka_source import KafkaSource
 from pipeline.config import WorkerSettings
+from pipeline.exceptions import ModelError
 from pipeline.health import heartbeat
 from pipeline.models import Model, load_model, resolve_device
 from pipeline.runner import Runner
@@ -41,7 +42,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
         if model is not None:
             models[cast(InputKind, kind)] = model
     if not models:
-        raise SystemExit("no model configured: set a frame or transaction model")
+        raise ModelError("no model configured: set a frame or transaction model")
     device = resolve_device(settings.device)
     log.info(
         "worker %s: models %s on %s (%d intra-op threads per lane); topics %s -> %s (dead letters: %s)",
@@ -53,7 +54,11 @@ def build_worker(settings: WorkerSettings) -> Worker:
         settings.results_topic,
         settings.dead_letter_topic,
     )
-    runner, source = Runner(models, device, threads_per_lane=threads), KafkaSource(settings)
+    try:
+        runner = Runner(models, device, threads_per_lane=threads, acceleration=settings.acceleration())
+    except ValueError as exc:  # a precision the device cannot run: configuration, exit 2
+        raise ModelError(str(exc)) from None
+    source = KafkaSource(settings)
     if settings.delivery == "exactly-once":
         transactions = PartitionTransactions(
             settings.client_kwargs(), settings.group_id, client_id=settings.worker_id,

@@ -288,8 +288,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.suite import write
 
         write({"machine": machine(), "device": args.device,
+               "acceleration": {"precision": args.precision, "channels_last": args.channels_last,
+                                "compile": args.compile},
                "kinds": {kind: run_in_process(kind, args.frames if kind == "frame" else args.transactions, args.reps,
-                                              args.device) for kind in ("transaction", "frame")}},
+                                              args.device, precision=args.precision,
+                                              channels_last=args.channels_last, compile=args.compile)
+                         for kind in ("transaction", "frame")}},
               out / "bench-in-process.json")
     elif args.part == "model":
         from bench.common import machine
@@ -385,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to run (default: %(default)s); in-process: the worker on an in-memory source "
                    "and sink next to the model alone, no broker (for GPU machines)")
     p.add_argument("--device", default="auto", help="in-process: auto, cpu, cuda, cuda:N (default: %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="in-process: as the worker's --precision (default: %(default)s)")
+    p.add_argument("--channels-last", action="store_true", help="in-process: as the worker's --channels-last")
+    p.add_argument("--compile", action="store_true", help="in-process: as the worker's --compile")
     p.add_argument("--transactions", type=int, default=30_000, help="backlog size (default: %(default)s)")
     p.add_argument("--frames", type=int, default=200, help="backlog size (default: %(default)s)")
     p.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default: %(default)s)")

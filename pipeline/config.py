@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.codec import JSON, MSGPACK, Limits
+
+if TYPE_CHECKING:
+    from pipeline.acceleration import Acceleration
 
 DEFAULT_FRAMES_TOPIC = "streaminfer-frames"
 DEFAULT_TRANSACTIONS_TOPIC = "streaminfer-transactions"
@@ -86,6 +89,13 @@ class WorkerSettings(KafkaSettings):
     frame_model: str = Field("builtin:efficientnet-lite0", description=_MODEL_SPEC)
     transaction_model: str = Field("builtin:txn-mlp", description=_MODEL_SPEC)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="the forward pass under autocast in this precision (fp16: CUDA only); results stay fp32"
+    )
+    channels_last: bool = Field(False, description="image batches and the model's weights in channels-last memory")
+    compile: bool = Field(
+        False, description="torch.compile the model (static shapes; batches padded to powers of two)"
+    )
     torch_threads: int = Field(
         0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one, shared by the lanes"
     )
@@ -134,6 +144,11 @@ class WorkerSettings(KafkaSettings):
     def result_media_type(self) -> str:
         """The results' content-type header: ``application/msgpack`` or ``application/json``."""
         return JSON if self.result_content_type == "json" else MSGPACK
+
+    def acceleration(self) -> Acceleration:
+        from pipeline.acceleration import Acceleration  # imports torch: only where a model runs
+
+        return Acceleration(self.precision, self.channels_last, self.compile, self.max_batch_size)
 
     @property
     def limits(self) -> Limits:

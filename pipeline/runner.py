@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pipeline.acceleration import Acceleration
 from pipeline.models.base import ItemRejected, Model
 from schemas.errors import DecodeError, Reason
 from schemas.models import Frame, InputKind, Transaction
@@ -52,11 +53,14 @@ class Runner:
         device: torch.device,
         clock_ms: Callable[[], int] = _wall_ms,
         threads_per_lane: int = 0,
+        acceleration: Acceleration | None = None,
     ) -> None:
         """``threads_per_lane``: intra-op threads of each lane's model thread (torch sets
         them per thread); 0 keeps torch's default."""
         self.models = dict(models)
         self.threads_per_lane = threads_per_lane
+        self.acceleration = acceleration or Acceleration()
+        self.acceleration.check(device)
         self.device = device
         self._clock_ms = clock_ms
         # one model thread per lane (input topic): torch releases the GIL, so a transaction
@@ -70,6 +74,9 @@ class Runner:
     def start(self) -> None:
         for model in self.models.values():
             model.to(self.device)
+            module = getattr(model, "module", None)
+            if isinstance(module, torch.nn.Module):  # TorchModule-backed: layout and compile apply
+                model.module = self.acceleration.prepare(module)  # type: ignore[attr-defined]
         self._started = True
 
     def stop(self) -> None:
@@ -172,16 +179,22 @@ class Runner:
             torch.cuda.empty_cache()
 
     def _infer(self, model: Model, tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
-        batch = torch.stack(tensors)
+        accel = self.acceleration
+        batch, real = accel.padded(torch.stack(tensors))
         if self._pin:
             batch = batch.pin_memory().to(self.device, non_blocking=True)
+        batch = accel.layout(batch)
         with torch.inference_mode():
-            output = model.forward(batch)
-            if output.ndim == 0 or output.shape[0] != len(tensors):
+            with accel.autocast(self.device):
+                output = model.forward(batch)
+            if output.ndim == 0 or output.shape[0] != batch.shape[0]:
                 raise _OutputMismatch(
                     f"model {model.name!r} returned output of shape {tuple(output.shape)} "
                     f"for a batch of {len(tensors)}"
                 )
+            output = output[:real]
+            if output.is_floating_point() and output.dtype != torch.float32:
+                output = output.float()  # results keep fp32 numerics whatever ran inside
             rows = list(model.postprocess(output.detach().cpu()))
         if len(rows) != len(tensors):
             raise _OutputMismatch(
