@@ -205,12 +205,13 @@ class Worker:
             # after the poll, not before: a rebalance during the poll has already moved
             # positions, and what the poll returns is read from the new ones
             generation = self._inflight.generation
+            received_ms = wall_ms()  # one poll, one moment: not a clock read per record
             for record in records:
                 if generation != self._inflight.generation:
                     break  # a rebalance or a replay ran meanwhile: the rest is read again
                 if self._exactly_once is None:  # exactly-once commits offsets in transactions
                     self.checkpoint.track(record.tp, record.offset)
-                item = WorkItem(record, self._outcomes.decode(record), wall_ms(), generation)
+                item = WorkItem(record, self._outcomes.decode(record), received_ms, generation)
                 lane = self._lane(record.topic)
                 for closed in lane.batcher.add(item, len(record.value or b""), self._clock()):
                     self._hand_over(lane, closed)
@@ -328,6 +329,7 @@ class Worker:
         inferences = iter(await self._infer(lane, [it.event for it in decoded]) if decoded else ())  # type: ignore[misc]
         outcomes: list[Outcome] = []
         frame_model = self.runner.models.get("frame") if stale else None
+        produced_ms = wall_ms()  # the batch's outcomes go to the producer together
         for item in live:
             if isinstance(item.event, DecodeError):
                 outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
@@ -337,12 +339,12 @@ class Worker:
                     item.record, item.event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
                     model_name=frame_model.name if frame_model else "",
                     model_version=frame_model.version if frame_model else "",
-                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=wall_ms(),
+                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
                 ))
             else:
                 outcomes.append(self._outcomes.result(
                     item.record, item.event, next(inferences),
-                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=wall_ms(),
+                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
                     batch_size=len(decoded),
                 ))
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
