@@ -230,10 +230,17 @@ def invalid_output(outputs: Any, declared: tuple[str, ...]) -> str | None:
     missing = [name for name in declared if name not in outputs]
     if missing:
         return f"declares outputs {list(declared)}, row lacks {missing} (has {sorted(map(str, outputs))})"
+    if all(type(v) in _FLAT for v in outputs.values()) and all(
+        math.isfinite(v) for v in outputs.values() if type(v) is float
+    ):
+        return None  # the usual row, a few scalars, all finite: no walk (it is per result)
     for path, value in _numbers(outputs, "outputs"):
         if not math.isfinite(value):
             return f"{path} is {value}, not a finite number"
     return None
+
+
+_FLAT = frozenset({float, int, str, bool, type(None)})
 
 
 def _numbers(value: Any, path: str) -> Iterator[tuple[str, float]]:

@@ -33,6 +33,8 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 log = logging.getLogger("streaminfer.sink")
 
+_PLACED_MAX = 100_000  # keys whose partition is remembered (then forgotten all at once)
+
 Delivery = asyncio.Future[Any]
 
 # the producer's request limit leaves this much room above the largest payload for
@@ -104,6 +106,7 @@ class KafkaSink:
         )
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
+        self._placed: dict[tuple[str, int, bytes], int] = {}  # (topic, partitions, key) -> partition
         self._retries: set[asyncio.Future[None]] = set()  # record batches being resent one by one
         # topic -> (largest record batch it takes, until when that is known: inf once read)
         self._limits: dict[str, tuple[int, float]] = {}
@@ -195,8 +198,7 @@ class KafkaSink:
             if (refused := self._too_large(record, limits[record.topic])) is not None:
                 self._chain(refused, deliveries[i])
                 continue
-            known = partitions[record.topic]
-            groups.setdefault((record.topic, self._partitioner(record.key, known, known)), []).append(i)
+            groups.setdefault((record.topic, self._partition(record, partitions[record.topic])), []).append(i)
         for (topic, partition), indices in groups.items():
             batch, members = producer.create_batch(), list[int]()
             for i in indices:
@@ -215,6 +217,19 @@ class KafkaSink:
                 await self._send_batch(batch, topic, partition, [records[j] for j in members],
                                        [deliveries[j] for j in members])
         return deliveries
+
+    def _partition(self, record: OutRecord, known: list[int]) -> int:
+        """The partition ``send`` would choose (murmur2 of the key, in Python): remembered
+        per key while the topic's partition count stays the same."""
+        if record.key is None:
+            return int(self._partitioner(None, known, known))
+        cache_key = (record.topic, len(known), record.key)
+        partition = self._placed.get(cache_key)
+        if partition is None:
+            if len(self._placed) >= _PLACED_MAX:
+                self._placed.clear()
+            partition = self._placed[cache_key] = int(self._partitioner(record.key, known, known))
+        return partition
 
     async def _send_batch(self, batch: Any, topic: str, partition: int, records: list[OutRecord],
                           deliveries: list[Delivery]) -> None:
