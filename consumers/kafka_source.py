@@ -93,6 +93,11 @@ class KafkaSource:
         for tp, offset in offsets.items():
             self.consumer.seek(tp, offset)
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        if self._consumer is None:
+            return None
+        return self._consumer.highwater(tp)  # type: ignore[no-any-return]
+
     def pause(self, tps: set[TopicPartition]) -> None:
         if tps:
             self.consumer.pause(*tps)

@@ -98,6 +98,9 @@ class MemorySource:
     def assignment(self) -> set[TopicPartition]:
         return set(self.position)
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return len(self.log[tp]) if tp in self.log else None
+
     async def committed_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         if self.cluster_error is not None:
             raise self.cluster_error

@@ -90,7 +90,16 @@ async def run_worker(settings: WorkerSettings) -> WorkerStats:
             return worker.stats
         if settings.health_file is not None:
             beat = asyncio.create_task(heartbeat(Path(settings.health_file)))
-        return await worker.run(stop)
+        if settings.metrics_port is None:
+            return await worker.run(stop)
+        from pipeline.metrics import MetricsServer
+
+        server = MetricsServer(worker, port=settings.metrics_port)
+        await server.start()
+        try:
+            return await worker.run(stop)
+        finally:
+            await server.stop()
     finally:
         if beat is not None:
             beat.cancel()

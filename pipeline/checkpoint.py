@@ -118,6 +118,10 @@ class Checkpoint:
     def done(self, tp: TopicPartition, offset: int) -> None:
         self._offsets.done(tp, offset)
 
+    def pending(self) -> int:
+        """Records tracked and not yet delivered (at-least-once bookkeeping)."""
+        return self._offsets.pending()
+
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         self._offsets.forget(tps)
 

@@ -122,6 +122,10 @@ class WorkerSettings(KafkaSettings):
     broker_outage_deadline_s: float = Field(
         300.0, gt=0, description="how long the worker rides out an unreachable cluster before it exits (code 3)"
     )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="serve Prometheus /metrics and the /healthz and /readyz probes on this port; unset: off",
+    )
     health_file: str | None = Field(
         None,
         description="touched every few seconds while the worker's event loop runs; "

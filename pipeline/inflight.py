@@ -52,6 +52,7 @@ class InFlight:
 
 @dataclass
 class WorkerStats:
+    consumed: int = 0  # records polled
     results: int = 0
     dead_letters: int = 0
     batches: int = 0
@@ -70,6 +71,7 @@ class WorkerStats:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "consumed": self.consumed,
             "results": self.results,
             "dead_letters": self.dead_letters,
             "batches": self.batches,

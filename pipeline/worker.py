@@ -41,6 +41,7 @@ from pipeline.config import WorkerSettings
 from pipeline.exactly_once import ExactlyOnce
 from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
 from pipeline.inflight import InFlight, Sent, WorkerStats, WorkItem
+from pipeline.metrics import Histogram, LaneMetrics
 from pipeline.outage import Outage, describe
 from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Outcome as Inference
@@ -126,6 +127,11 @@ class Worker:
         )
         # set when the infer or delivery loop died: nothing waits for them to drain any more
         self._loops_dead = asyncio.Event()
+        # for /metrics: per lane, end to end per kind, where each partition was read up to
+        self._lane_metrics = {topic: LaneMetrics() for topic in self._lanes}
+        self.end_to_end: dict[str, Histogram] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._running = False
 
     def _new_lane(self, topic: str) -> _Lane:
         s = self.settings
@@ -149,6 +155,7 @@ class Worker:
                 await self._source.start(self._on_revoked, self._on_assigned)
                 try:
                     await self.checkpoint.begin()
+                    self._running = True
                     await self._run_loops(stop)
                     if self._exactly_once is None:
                         await self.checkpoint.commit()
@@ -160,6 +167,7 @@ class Worker:
                 if self._exactly_once is not None:
                     await _close(self._exactly_once.close(), "the transactional producers")
         finally:
+            self._running = False
             self.runner.stop()
         log.info("worker %s stopped: %s", self.settings.worker_id, self.stats.as_dict())
         return self.stats
@@ -206,7 +214,9 @@ class Worker:
             # positions, and what the poll returns is read from the new ones
             generation = self._inflight.generation
             received_ms = wall_ms()  # one poll, one moment: not a clock read per record
+            self.stats.consumed += len(records)
             for record in records:
+                self._positions[record.topic, record.partition] = record.offset + 1
                 if generation != self._inflight.generation:
                     break  # a rebalance or a replay ran meanwhile: the rest is read again
                 if self._exactly_once is None:  # exactly-once commits offsets in transactions
@@ -322,6 +332,10 @@ class Worker:
     async def _process(self, batch: Batch[WorkItem], closed_ms: int, lane: _Lane) -> None:
         live = tuple(it for it in batch.items if self._inflight.current(it))
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
+        metrics = self._lane_metrics[lane.topic]
+        metrics.items += len(batch.items)
+        metrics.batches[batch.reason] = metrics.batches.get(batch.reason, 0) + 1
+        metrics.wait_s.observe(batch.closed_at - batch.opened_at)
         if not live:
             return
         stale = self._stale_frames(live, wall_ms())
@@ -347,6 +361,8 @@ class Worker:
                     received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
                     batch_size=len(decoded),
                 ))
+                e2e = self.end_to_end.get(item.event.kind) or self.end_to_end.setdefault(item.event.kind, Histogram())
+                e2e.observe((produced_ms - item.event.event_time_ms) / 1000)
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes)))
             return
@@ -357,8 +373,10 @@ class Worker:
         """Run ``events`` on the lane's model thread; adaptive batching learns from how long it took."""
         started = time.perf_counter()
         inferences = await self.runner.run(events, lane.topic)
+        took = time.perf_counter() - started
+        self._lane_metrics[lane.topic].inference_s.observe(took)
         if lane.sizer is not None:
-            lane.batcher.max_batch_size = lane.sizer.observe(len(events), time.perf_counter() - started)
+            lane.batcher.max_batch_size = lane.sizer.observe(len(events), took)
         return inferences
 
     def _stale_frames(self, items: tuple[WorkItem, ...], now_ms: int) -> dict[int, int]:
@@ -440,6 +458,33 @@ class Worker:
                     attempt += 1
             assert self._sink is not None
             delivery = await self._sink.send(outcome.record)
+
+    # -- what /metrics and the probes read (pipeline.metrics) ---------------------------
+
+    def lane_metrics(self) -> dict[str, LaneMetrics]:
+        return self._lane_metrics
+
+    def lane_cap(self, topic: str) -> int:
+        return self._lanes[topic].batcher.max_batch_size
+
+    def in_flight(self) -> int:
+        return self.checkpoint.pending()
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: its end offset less where this worker has read up to."""
+        if not self._running:
+            return {}
+        lags = {}
+        for tp in self._source.assignment():
+            end = self._source.highwater(tp)
+            read = self._positions.get((tp.topic, tp.partition))
+            if end is not None and read is not None:
+                lags[tp.topic, tp.partition] = max(0, end - read)
+        return lags
+
+    def ready(self) -> bool:
+        """Models loaded (the worker runs) and partitions assigned."""
+        return self._running and bool(self._source.assignment())
 
     # -- rebalancing ----------------------------------------------------------------
 
