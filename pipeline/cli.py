@@ -114,9 +114,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline.app import run_worker
-
+def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    """Flags over ``STREAMINFER_*`` environment over defaults, as the worker reads them."""
     overrides = {
         key.removeprefix("setting_"): value
         for key, value in vars(args).items()
@@ -124,9 +123,50 @@ def cmd_worker(args: argparse.Namespace) -> int:
     }
     if "kafka_bootstrap" not in overrides:
         overrides["kafka_bootstrap"] = _bootstrap(args)
-    settings = WorkerSettings(**overrides)
+    return WorkerSettings(**overrides)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.app import run_worker
+
+    settings = _worker_settings(args)
     stats = asyncio.run(run_worker(settings))
     print(json.dumps({"worker_id": settings.worker_id, **stats.as_dict()}), flush=True)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The worker's effective settings, one per line, secrets masked."""
+    settings = _worker_settings(args)
+    values = settings.model_dump()
+    if args.json:
+        print(json.dumps({k: ("***" if k == "sasl_password" and v else v) for k, v in values.items()}, default=str))
+        return 0
+    flagged = {k.removeprefix("setting_") for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
+    for name, value in values.items():
+        shown = "***" if name == "sasl_password" and value else ",".join(value) if isinstance(value, list) else value
+        env = f"STREAMINFER_{name.upper()}"
+        source = "flag" if name in flagged else "env" if env in os.environ else "default"
+        print(f"{name:<26} {shown!s:<40} ({source})")
+    return 0
+
+
+def cmd_lag(args: argparse.Namespace) -> int:
+    """Per partition of the group: committed offset, end offset and lag; the group's members."""
+    from pipeline.topics import group_lag, group_members
+
+    kafka = _kafka(args)
+    rows = asyncio.run(group_lag(kafka, args.group, args.topic or None))
+    state, members = asyncio.run(group_members(kafka, args.group))
+    if args.json:
+        print(json.dumps({"group": args.group, "state": state, "members": members, "partitions": [
+            {"topic": t, "partition": p, "committed": c, "end": e, "lag": lag} for t, p, c, e, lag in rows]}))
+        return 0
+    print(f"group {args.group}: {state}, {members} member{'s' if members != 1 else ''}")
+    print(f"{'topic':<32} {'partition':>9} {'committed':>12} {'end':>12} {'lag':>10}")
+    for topic, partition, committed, end, lag in rows:
+        print(f"{topic:<32} {partition:>9} {'-' if committed is None else committed:>12} {end:>12} {lag:>10}")
+    print(f"{'total':<32} {'':>9} {'':>12} {'':>12} {sum(r[4] for r in rows):>10}")
     return 0
 
 
@@ -341,6 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, default=1)
     p.add_argument("--topic", action="append", help="topic name (repeatable; default: all four)")
     with_bootstrap(p).set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("config", help="show the worker's effective settings (flags, env, defaults)")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--json", action="store_true")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("lag", help="a consumer group's lag per partition, and its members")
+    p.add_argument("--group", default=WorkerSettings.model_fields["group_id"].default,
+                   help="consumer group (default: %(default)s)")
+    p.add_argument("--topic", action="append", help="only these topics (repeatable; default: all the group reads)")
+    p.add_argument("--json", action="store_true")
+    with_bootstrap(p).set_defaults(func=cmd_lag)
 
     p = sub.add_parser("worker", help="consume, batch, infer, produce results")
     _add_settings_flags(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -59,3 +60,33 @@ async def wait_for_group(
             return
         await asyncio.sleep(0.25)
     raise TimeoutError(f"group {group_id!r} is {state} with {count} members, wanted {members}")
+
+
+async def group_lag(
+    settings: KafkaSettings, group_id: str, topics: list[str] | None = None
+) -> list[tuple[str, int, int | None, int, int]]:
+    """(topic, partition, committed offset or None, end offset, lag) for each partition of
+    the topics the group has committed offsets on (or of ``topics``), sorted."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        committed = {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group_id)).items()}
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        names = topics or sorted({tp.topic for tp in committed})
+        tps = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if topics and not tps:  # metadata not fetched yet for these topics
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    rows = []
+    for tp in sorted(tps):
+        done = committed.get(tp)
+        end = ends[tp]
+        rows.append((tp.topic, tp.partition, done, end, end - (done if done is not None and done >= 0 else 0)))
+    return rows
