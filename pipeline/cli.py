@@ -30,6 +30,7 @@ from pipeline.config import (
     WorkerSettings,
 )
 from pipeline.exceptions import ModelError, WorkerExit
+from pipeline.logs import formatter, mask
 from pipeline.outage import install_rate_limit
 from schemas.models import DeadLetter, Frame, Result, Transaction
 
@@ -356,6 +357,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streaminfer", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        default=os.environ.get("STREAMINFER_LOG_FORMAT", "text"),
+                        help="json: one object per line (ts, level, logger, message, error) "
+                        "(default: $STREAMINFER_LOG_FORMAT, else text)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_bootstrap(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -479,25 +484,32 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def _ended(args: argparse.Namespace, kind: str, why: str, code: int) -> int:
+    """The one line a command ends with: plain, or a JSON object under --log-format json."""
+    if args.log_format == "json":
+        line = json.dumps({"level": "CRITICAL" if kind == "fatal" else "ERROR", "logger": "streaminfer",
+                           "message": why, "exit_code": code})
+    else:
+        line = f"streaminfer: {kind}: {why}"
+    print(mask(line), file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(args.log_format))
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     if not args.verbose:
         install_rate_limit("aiokafka")
     try:
         return int(args.func(args))
     except ValidationError as exc:
-        print(f"streaminfer: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return _ended(args, "error", _one_line(exc), 2)
     except (BrokerError, ModelError) as exc:
-        print(f"streaminfer: error: {exc}", file=sys.stderr)
-        return 2
+        return _ended(args, "error", str(exc), 2)
     except WorkerExit as exc:
-        print(f"streaminfer: fatal: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _ended(args, "fatal", str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return 130
