@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -32,6 +32,7 @@ async def _read(
     follow: bool,
     idle_timeout_s: float,
     from_beginning: bool,
+    security: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[T, None]:
     """Without ``follow``: stop at the end offsets seen at start, or after an idle spell.
 
@@ -41,7 +42,7 @@ async def _read(
     position, which moves past markers, not by the offset of the last record seen.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **{**(security or {}), "bootstrap_servers": bootstrap},
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -110,8 +111,10 @@ def read_results(
     follow: bool = False,
     idle_timeout_s: float = 5.0,
     from_beginning: bool = True,
+    security: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[Result, None]:
-    """Results as they are on the topic; close with ``contextlib.aclosing`` when leaving early."""
+    """Results as they are on the topic; close with ``contextlib.aclosing`` when leaving early.
+    ``security``: the client's TLS/SASL settings (``KafkaSettings.client_kwargs()``)."""
     return _read(
         lambda value, _key, headers: decode_result(value or b"", headers),
         bootstrap=bootstrap,
@@ -119,6 +122,7 @@ def read_results(
         follow=follow,
         idle_timeout_s=idle_timeout_s,
         from_beginning=from_beginning,
+        security=security,
     )
 
 
@@ -129,6 +133,7 @@ def read_dead_letters(
     follow: bool = False,
     idle_timeout_s: float = 5.0,
     from_beginning: bool = True,
+    security: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[DeadLetter, None]:
     """Dead letters, rebuilt from the original bytes and the reason headers."""
     return _read(
@@ -138,4 +143,5 @@ def read_dead_letters(
         follow=follow,
         idle_timeout_s=idle_timeout_s,
         from_beginning=from_beginning,
+        security=security,
     )

@@ -213,6 +213,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             rate_per_s=rate or None,
             content_type=content_type,
             label=label,
+            security=_kafka(args).client_kwargs(),
         )
     )
     if report is None:  # SIGTERM/SIGINT: what was sent is flushed by the producer's stop
@@ -254,12 +255,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     summary: ResultsSummary | None = None
     if args.dead_letters:
         stream = read_dead_letters(
-            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_DEAD_LETTER_TOPIC, follow=args.follow
+            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_DEAD_LETTER_TOPIC, follow=args.follow,
+            security=_kafka(args).client_kwargs(),
         )
         show: Callable[[Any], str] = _dead_letter_line
     else:
         stream = read_results(
-            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_RESULTS_TOPIC, follow=args.follow
+            bootstrap=_bootstrap(args), topic=args.topic or DEFAULT_RESULTS_TOPIC, follow=args.follow,
+            security=_kafka(args).client_kwargs(),
         )
         show = Result.model_dump_json if args.json else result_line
         if args.summary_every > 0:

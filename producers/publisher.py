@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -94,6 +94,7 @@ async def publish(
     content_type: str = MSGPACK,
     progress: bool | None = None,
     label: str = "events",
+    security: Mapping[str, Any] | None = None,
 ) -> PublishReport:
     """Send every event and return only once the broker acknowledged all of them.
 
@@ -105,7 +106,7 @@ async def publish(
     show = _Progress(label, sys.stderr.isatty() if progress is None else progress)
     headers = content_type_headers(content_type)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **{**(security or {}), "bootstrap_servers": bootstrap},  # TLS/SASL: KafkaSettings.client_kwargs()
         enable_idempotence=True,
         acks="all",
         linger_ms=5,

@@ -49,3 +49,44 @@ def test_a_bad_setting_is_one_line_naming_flag_env_and_value(capsys: pytest.Capt
     assert "\n" not in err and "https://" not in err, err
     assert "--max-batch-size (STREAMINFER_MAX_BATCH_SIZE): Input should be greater than or equal to 1, got '0'" in err
     assert "--delivery (STREAMINFER_DELIVERY)" in err and "'twice'" in err
+
+
+class _Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("argv", [
+    ["produce", "transactions", "--count", "1"],
+    ["results"],
+    ["results", "--dead-letters"],
+])
+def test_producers_and_readers_use_the_security_settings_the_worker_uses(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consumers.results_reader
+    import producers.publisher
+    from pipeline.cli import main
+
+    seen: list[dict[str, object]] = []
+
+    class Client:
+        def __init__(self, *topics: str, **kwargs: object) -> None:
+            seen.append(kwargs)
+
+        async def start(self) -> None:
+            raise _Refused
+
+        async def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(producers.publisher, "AIOKafkaProducer", Client)
+    monkeypatch.setattr(consumers.results_reader, "AIOKafkaConsumer", Client)
+    for name, value in {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "SCRAM-SHA-512",
+                        "SASL_USERNAME": "alice", "SASL_PASSWORD": "hunter2"}.items():
+        monkeypatch.setenv(f"STREAMINFER_{name}", value)
+    with pytest.raises(_Refused):
+        main([*argv, "--bootstrap", "broker:9093"])
+    [kwargs] = seen
+    assert kwargs["bootstrap_servers"] == "broker:9093" and kwargs["security_protocol"] == "SASL_SSL"
+    assert (kwargs["sasl_mechanism"], kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == (
+        "SCRAM-SHA-512", "alice", "hunter2")
