@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from bench.common import default_model, items
 from bench.model_ceiling import ModelBench
@@ -55,18 +58,20 @@ def run_in_process(kind: str, n: int, reps: int, device: str = "auto", **acceler
     payloads = [encode(e) for e in items(kind, n)]
     settings = WorkerSettings(**acceleration)
     model = ModelBench(kind, min(n, 256), device=device, acceleration=settings.acceleration())
-    runs: dict[str, list[float]] = {"worker, defaults (in memory)": [], "worker, --batching fixed (in memory)": [],
-                                    "model alone, batch 1": [], "model alone, batch 32": []}
+    threads = torch.get_num_threads()
+    contenders: dict[str, Callable[[], float]] = {
+        "worker, defaults (in memory)":
+            lambda: asyncio.run(worker_per_s(kind, payloads, device, **acceleration)),
+        "worker, --batching fixed (in memory)":
+            lambda: asyncio.run(worker_per_s(kind, payloads, device, batching="fixed", **acceleration)),
+        "model alone, batch 1": lambda: model.with_decoding_per_s(1, threads),
+        "model alone, batch 32": lambda: model.with_decoding_per_s(32, threads),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
     try:
         for rep in range(reps):
-            for name in runs:
-                if name.startswith("worker"):
-                    batching = "fixed" if "fixed" in name else "adaptive"
-                    value = asyncio.run(worker_per_s(kind, payloads, device, batching=batching, **acceleration))
-                else:
-                    import torch
-
-                    value = model.with_decoding_per_s(int(name.rsplit(" ", 1)[1]), torch.get_num_threads())
+            for name, measure in contenders.items():
+                value = measure()
                 runs[name].append(round(value, 1))
                 print(f"  {kind:<11} rep {rep}: {name:<40} {value:>10,.1f}/s", flush=True)
     finally:

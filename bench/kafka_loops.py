@@ -25,6 +25,7 @@ from pipeline.models import load_model, resolve_device
 from pipeline.outcomes import Outcomes
 from pipeline.runner import Runner
 from pipeline.topics import create_topics
+from pipeline.worker import wall_ms
 from schemas.codec import Limits
 from schemas.errors import DecodeError
 
@@ -90,7 +91,7 @@ async def naive_loop(bootstrap: str, topic: str, kind: str, n: int) -> float:
             event = outcomes.decode(record)
             assert not isinstance(event, DecodeError), event
             [inference] = runner.run_sync([event])
-            now = time.time_ns() // 1_000_000
+            now = wall_ms()
             outcome = outcomes.result(record, event, inference, received_ms=now, closed_ms=now, produced_ms=now,
                                       batch_size=1)
             await producer.send_and_wait(outcome.record.topic, outcome.record.value, key=outcome.record.key,

@@ -114,8 +114,8 @@ class KafkaSink:
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(**self._kwargs)
         await self._producer.start()
-        for topic in self._topics:
-            await self.topic_limit(topic)
+        if self._topics:
+            await self._learn_limits(self._topics)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -125,35 +125,38 @@ class KafkaSink:
     async def topic_limit(self, topic: str) -> int:
         """The largest record batch ``topic`` takes: its ``max.message.bytes``, at most the request limit."""
         known = self._limits.get(topic)
-        if known is not None and time.monotonic() < known[1]:
-            return known[0]
-        try:
-            limit, until = min(self._max_request, await self._read_limit(topic)), math.inf
-        except Exception as exc:  # not allowed to describe configs, topic not there yet, broker away
-            log.warning("could not read max.message.bytes of %r (%s); checking the producer's limit only",
-                        topic, describe_error(exc))
-            limit, until = self._max_request, time.monotonic() + self.LIMIT_RETRY_S
-        self._limits[topic] = (limit, until)
-        return limit
+        if known is None or time.monotonic() >= known[1]:
+            await self._learn_limits([topic])
+        return self._limits[topic][0]
 
-    async def _read_limit(self, topic: str) -> int:
-        admin = AIOKafkaAdminClient(**self._client_kwargs)
-        await admin.start()
+    async def _learn_limits(self, topics: Sequence[str]) -> None:
+        """Read the topics' ``max.message.bytes`` in one DescribeConfigs request."""
         try:
-            [response] = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
-            )
-        finally:
-            await admin.close()
-        [resource] = response.to_object()["resources"]
-        if resource["error_code"]:
-            raise for_code(resource["error_code"])(resource["error_message"] or topic)
-        [entry] = [e for e in resource["config_entries"] if e["config_names"] == "max.message.bytes"]
-        return int(entry["config_value"])
+            admin = AIOKafkaAdminClient(**self._client_kwargs)
+            await admin.start()
+            try:
+                [response] = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in topics]
+                )
+            finally:
+                await admin.close()
+            resources = response.to_object()["resources"]
+        except Exception as exc:  # not allowed to describe configs, broker away
+            resources = [{"resource_name": t, "error_code": -1, "error_message": describe_error(exc)} for t in topics]
+        for resource in resources:
+            topic = resource["resource_name"]
+            entries = [e for e in resource.get("config_entries", ()) if e["config_names"] == "max.message.bytes"]
+            if resource["error_code"] or not entries:  # e.g. the topic is not there yet: look again later
+                why = resource["error_message"] or describe_error(for_code(resource["error_code"])())
+                log.warning("could not read max.message.bytes of %r (%s); checking the producer's limit only",
+                            topic, why)
+                self._limits[topic] = (self._max_request, time.monotonic() + self.LIMIT_RETRY_S)
+            else:
+                self._limits[topic] = (min(self._max_request, int(entries[0]["config_value"])), math.inf)
 
-    def _too_large(self, record: OutRecord, limit: int) -> Delivery | None:
-        """An already-failed delivery if ``record`` alone is over ``limit``, else None."""
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, list(record.headers))
+    @staticmethod
+    def _refusal(record: OutRecord, size: int, limit: int) -> Delivery | None:
+        """An already-failed delivery if ``record`` (``size`` bytes alone in a batch) is over ``limit``."""
         if size <= limit:
             return None
         return _failed(MessageSizeTooLargeError(
@@ -163,7 +166,8 @@ class KafkaSink:
     async def send(self, record: OutRecord) -> Delivery:
         if self._producer is None:
             raise RuntimeError("KafkaSink.start() was not called")
-        if (refused := self._too_large(record, await self.topic_limit(record.topic))) is not None:
+        size = _size(record.key, record.value, list(record.headers))
+        if (refused := self._refusal(record, size, await self.topic_limit(record.topic))) is not None:
             return refused
         try:
             return await self._producer.send(
@@ -187,6 +191,8 @@ class KafkaSink:
         groups: dict[tuple[str, int], list[int]] = {}
         partitions: dict[str, list[int]] = {}
         limits: dict[str, int] = {}
+        headers = [list(record.headers) for record in records]
+        sizes = [_size(record.key, record.value, h) for record, h in zip(records, headers, strict=True)]
         for i, record in enumerate(records):
             if record.topic not in partitions:
                 try:
@@ -195,7 +201,7 @@ class KafkaSink:
                     deliveries[i].set_exception(exc)
                     continue
                 limits[record.topic] = await self.topic_limit(record.topic)
-            if (refused := self._too_large(record, limits[record.topic])) is not None:
+            if (refused := self._refusal(record, sizes[i], limits[record.topic])) is not None:
                 self._chain(refused, deliveries[i])
                 continue
             groups.setdefault((record.topic, self._partition(record, partitions[record.topic])), []).append(i)
@@ -203,15 +209,13 @@ class KafkaSink:
             batch, members = producer.create_batch(), list[int]()
             for i in indices:
                 record = records[i]
-                headers = list(record.headers)
-                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, headers)
-                appended = (not members or batch.size() + size <= limits[topic]) and batch.append(
-                    key=record.key, value=record.value, timestamp=None, headers=headers) is not None
+                appended = (not members or batch.size() + sizes[i] <= limits[topic]) and batch.append(
+                    key=record.key, value=record.value, timestamp=None, headers=headers[i]) is not None
                 if not appended:  # full: send it, start the next
                     await self._send_batch(batch, topic, partition, [records[j] for j in members],
                                            [deliveries[j] for j in members])
                     batch, members = producer.create_batch(), []
-                    batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+                    batch.append(key=record.key, value=record.value, timestamp=None, headers=headers[i])
                 members.append(i)
             if members:
                 await self._send_batch(batch, topic, partition, [records[j] for j in members],
@@ -278,6 +282,9 @@ class KafkaSink:
                 target.set_result(done.result())
 
         source.add_done_callback(copy)
+
+
+_size = DefaultRecordBatchBuilder.estimate_size_in_bytes  # a record alone in a batch, framing included
 
 
 def _failed(exc: BaseException) -> Delivery:

@@ -40,7 +40,7 @@ def _value(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1))
 
 
-def test_metrics_count_what_was_sent_and_readyz_follows_the_assignment(
+def test_metrics_count_what_was_sent_and_readyz_turns_ready(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     topics = Topics(kafka_bootstrap, partitions=4)
@@ -59,8 +59,9 @@ def test_metrics_count_what_was_sent_and_readyz_follows_the_assignment(
             except OSError:
                 pass  # not listening yet: models loading
             time.sleep(0.05)
-        # the server answers before the group has assigned partitions: not ready, then ready
-        assert readiness[0] == 503 and readiness[-1] == 200, (readiness, worker.log()[-2000:])
+        # ready once the group has assigned partitions (the 503 before it is a unit test:
+        # here the assignment can beat the first request)
+        assert readiness[-1] == 200 and set(readiness) <= {503, 200}, (readiness, worker.log()[-2000:])
         assert _get(port, "/healthz")[0] == 200
         drains = []
         while time.monotonic() < deadline:

@@ -27,3 +27,44 @@ def test_seconds_to_drain_is_lag_over_the_answering_rate() -> None:
     drain.update(400)  # 300/s, smoothed with 100/s
     assert drain.rate == 200.0 and drain.seconds(400) == 2.0
     assert drain.seconds(0) == 0.0
+
+
+def test_readyz_is_503_until_the_worker_runs_with_partitions_then_200() -> None:
+    import asyncio
+
+    from consumers.testing import MemorySource
+    from pipeline.metrics import MetricsServer
+    from pipeline.runner import Runner
+    from pipeline.worker import Worker
+    from producers.testing import MemorySink
+    from tests.unit.test_worker_loop import CPU, Scorer, eventually, settings, txn
+
+    async def get(port: int, path: str) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        status = (await reader.readline()).decode()
+        writer.close()
+        return status.split(" ", 2)[1]
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        worker = Worker(settings(), Runner({"transaction": Scorer()}, CPU), source, sink)
+        server = MetricsServer(worker, host="127.0.0.1", port=0)
+        await server.start()
+        try:
+            assert await get(server.port, "/readyz") == "503"  # models not running, nothing assigned
+            assert await get(server.port, "/healthz") == "200"
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            await eventually(lambda: len(sink.on("results")) == 1, "the result")
+            assert await get(server.port, "/readyz") == "200"
+            assert await get(server.port, "/nothing") == "404"
+            stop.set()
+            await task
+            assert await get(server.port, "/readyz") == "503"  # stopped: not ready any more
+        finally:
+            await server.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

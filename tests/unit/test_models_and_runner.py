@@ -264,12 +264,13 @@ def test_each_lane_s_model_thread_runs_with_the_intra_op_threads_it_was_given() 
             return [{"n": 0} for _ in output]
 
     main_threads = torch.get_num_threads()
-    runner = Runner({"transaction": Probe()}, torch.device("cpu"), threads_per_lane=1)  # type: ignore[dict-item]
+    wanted = main_threads + 1  # not what a new thread gets by default, on any machine
+    runner = Runner({"transaction": Probe()}, torch.device("cpu"), threads_per_lane=wanted)  # type: ignore[dict-item]
     runner.start()
     try:
         tx = Transaction(id="t", account_id="a", timestamp_ms=1, amount=1.0, currency="EUR")
         asyncio.run(runner.run([tx], "txns"))
     finally:
         runner.stop()
-    assert seen == [1] and torch.get_num_threads() == main_threads  # the caller's setting is left alone
+    assert seen == [wanted] and torch.get_num_threads() == main_threads  # the caller's setting is left alone
     assert [lane_threads(lanes, cpus) for lanes, cpus in ((1, 2), (2, 2), (2, 16), (1, 1), (3, 8))] == [1, 1, 7, 1, 2]

@@ -63,3 +63,47 @@ def test_disabled_progress_writes_nothing() -> None:
     progress.update(1, 1.0)
     progress.finish(1, 1.0)
     assert out.getvalue() == ""
+
+
+def test_a_paced_event_is_taken_from_its_source_at_its_send_time_not_a_period_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sources stamp events when they are made (cameras, generators): taken early, an event
+    would carry a period of waiting in the publisher as if it were pipeline latency."""
+    import asyncio
+    import time
+    from typing import Any
+
+    import producers.publisher
+    from producers.publisher import publish
+    from producers.transaction_source import iter_synthetic_transactions
+
+    class Producer:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+        async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+            sent.append(time.monotonic())
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    made: list[float] = []
+    sent: list[float] = []
+
+    def source() -> Any:
+        for event in iter_synthetic_transactions(5, seed=1):
+            made.append(time.monotonic())
+            yield event
+
+    monkeypatch.setattr(producers.publisher, "AIOKafkaProducer", Producer)
+    asyncio.run(publish(source(), bootstrap="unused:9092", topic="t", rate_per_s=10, progress=False))
+    assert len(sent) == 5
+    # each event is made just before it is sent (not 100 ms, one period, before)
+    assert max(s - m for m, s in zip(made, sent, strict=True)) < 0.05, [s - m for m, s in zip(made, sent, strict=True)]
