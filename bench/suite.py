@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bench import kafka_loops, model_ceiling, pipeline_runs
+from bench import codec, kafka_loops, model_ceiling, pipeline_runs
 from bench.common import backlog, items, machine, spread, spread_text
 
 LOADS = (0.25, 0.5, 1.0, 2.0)
@@ -92,6 +92,8 @@ def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int =
             latency_seconds: float = 6.0, baseline_cwd: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {"machine": machine(), "reps": reps, "kinds": {}}
+    print("input decoding: msgspec fast path against pydantic alone", flush=True)
+    report["decoding"] = codec.run_codec()
     for kind, n, naive_n in (("transaction", transactions, 1000), ("frame", frames, 40)):
         print(f"{kind}: model sweep", flush=True)
         sweep = model_ceiling.sweep(kind)

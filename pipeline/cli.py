@@ -339,6 +339,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                               channels_last=args.channels_last, compile=args.compile)
                          for kind in ("transaction", "frame")}},
               out / "bench-in-process.json")
+    elif args.part == "codec":
+        from bench.codec import run_codec
+        from bench.common import machine
+        from bench.suite import write
+
+        write({"machine": machine(), "decoding": run_codec(args.reps)}, out / "bench-codec.json")
     elif args.part == "model":
         from bench.common import machine
         from bench.model_ceiling import sweep
@@ -444,9 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput and latency next to the strongest baselines; JSON and PNG out",
                        description="all: the model sweep, then the Kafka ceiling, the naive loop, the model at "
                        "its best and worker drains (interleaved repetitions), then latency at 0.25-2x a worker's "
-                       "capacity, adaptive against fixed batching. model: the sweep alone. mixed: transaction "
+                       "capacity, adaptive against fixed batching. model: the sweep alone. codec: input decoding, the msgspec "
+                       "fast path against pydantic alone. mixed: transaction "
                        "latency while frames flow through the same worker. in-process: no broker.")
-    p.add_argument("part", nargs="?", choices=["all", "model", "mixed", "in-process"], default="all",
+    p.add_argument("part", nargs="?", choices=["all", "model", "codec", "mixed", "in-process"], default="all",
                    help="what to run (default: %(default)s); in-process: the worker on an in-memory source "
                    "and sink next to the model alone, no broker (for GPU machines)")
     p.add_argument("--device", default="auto", help="in-process: auto, cpu, cuda, cuda:N (default: %(default)s)")
