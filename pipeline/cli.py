@@ -450,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput and latency next to the strongest baselines; JSON and PNG out",
                        description="all: the model sweep, then the Kafka ceiling, the naive loop, the model at "
                        "its best and worker drains (interleaved repetitions), then latency at 0.25-2x a worker's "
-                       "capacity, adaptive against fixed batching. model: the sweep alone. codec: input decoding, the msgspec "
-                       "fast path against pydantic alone. mixed: transaction "
-                       "latency while frames flow through the same worker. in-process: no broker.")
+                       "capacity, adaptive against fixed batching. model: the sweep alone. codec: input decoding, "
+                       "the msgspec fast path against pydantic alone. mixed: transaction latency while frames flow "
+                       "through the same worker. in-process: no broker.")
     p.add_argument("part", nargs="?", choices=["all", "model", "codec", "mixed", "in-process"], default="all",
                    help="what to run (default: %(default)s); in-process: the worker on an in-memory source "
                    "and sink next to the model alone, no broker (for GPU machines)")
