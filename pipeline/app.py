@@ -23,14 +23,28 @@ from schemas.models import InputKind
 log = logging.getLogger("streaminfer.worker")
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def lane_threads(lanes: int, cpus: int | None = None) -> int:
     """Intra-op threads for each lane's model thread when ``--torch-threads`` is 0: the CPUs
     this process may use, less one for the event loop (Kafka, decoding, results), shared
     by the lanes; at least one. Oversubscribing a small machine makes a CNN slower: on 2
     CPUs EfficientNet-Lite0 ran ~40 frames/s on one thread and 23-28 on two."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = available_cpus()
     return max(1, (cpus - 1) // max(1, lanes))
+
+
+def prepare_threads(cpus: int | None = None) -> int:
+    """Threads of the runner's preparation pool when ``--prepare-threads`` is 0: a quarter of
+    the CPUs, 1 to 4. One already overlaps a batch's decoding with the model running the one
+    before; more split a batch's frames between them (OpenCV releases the GIL)."""
+    if cpus is None:
+        cpus = available_cpus()
+    return max(1, min(4, cpus // 4))
 
 
 def build_worker(settings: WorkerSettings) -> Worker:
@@ -55,7 +69,8 @@ def build_worker(settings: WorkerSettings) -> Worker:
         settings.dead_letter_topic,
     )
     try:
-        runner = Runner(models, device, threads_per_lane=threads, acceleration=settings.acceleration())
+        runner = Runner(models, device, threads_per_lane=threads, acceleration=settings.acceleration(),
+                        prepare_threads=settings.prepare_threads or prepare_threads())
     except ValueError as exc:  # a precision the device cannot run: configuration, exit 2
         raise ModelError(str(exc)) from None
     source = KafkaSource(settings)

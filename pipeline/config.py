@@ -99,6 +99,11 @@ class WorkerSettings(KafkaSettings):
     torch_threads: int = Field(
         0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one, shared by the lanes"
     )
+    prepare_threads: int = Field(
+        0, ge=0, le=64,
+        description="threads that decode and preprocess frame batches ahead of the model; 0: a quarter of the CPUs, "
+        "1 to 4",
+    )
 
     producer_linger_ms: int = Field(
         2, ge=0, le=10_000, description="how long the results producer waits to fill a batch (Kafka's linger.ms)"

@@ -66,6 +66,8 @@ class LaneMetrics:
     batches: dict[str, int] = field(default_factory=dict)  # close reason -> batches
     wait_s: Histogram = field(default_factory=Histogram)  # first item in -> batch closed
     inference_s: Histogram = field(default_factory=Histogram)
+    # batches prepared ahead of their model (frames): preprocessing on the preparation pool
+    preprocess_s: Histogram = field(default_factory=Histogram)
 
 
 class Drain:
@@ -121,8 +123,11 @@ class WorkerCollector:
         wait = HistogramMetricFamily("streaminfer_batch_wait_seconds", "first item in to batch closed",
                                      labels=["lane"])
         inference = HistogramMetricFamily("streaminfer_inference_seconds",
-                                          "a batch on the model thread (preprocess, forward, postprocess)",
-                                          labels=["lane"])
+                                          "a batch on the model thread (forward and postprocess; "
+                                          "preprocess too where it is not prepared ahead)", labels=["lane"])
+        preprocess = HistogramMetricFamily("streaminfer_preprocess_seconds",
+                                           "a batch prepared ahead of its model on the preparation pool (frames)",
+                                           labels=["lane"])
         for lane, m in w.lane_metrics().items():
             items.add_metric([lane], m.items)
             for reason, count in sorted(m.batches.items()):
@@ -130,7 +135,8 @@ class WorkerCollector:
             cap.add_metric([lane], w.lane_cap(lane))
             wait.add_metric([lane], m.wait_s.buckets(), m.wait_s.total)
             inference.add_metric([lane], m.inference_s.buckets(), m.inference_s.total)
-        yield from (items, batches, cap, wait, inference)
+            preprocess.add_metric([lane], m.preprocess_s.buckets(), m.preprocess_s.total)
+        yield from (items, batches, cap, wait, inference, preprocess)
         e2e = HistogramMetricFamily("streaminfer_end_to_end_seconds",
                                     "event timestamp to result handed to the producer", labels=["kind"])
         for kind, histogram in sorted(w.end_to_end.items()):

@@ -31,6 +31,17 @@ log = logging.getLogger("streaminfer.runner")
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch preprocessed: per item its input tensor, or the outcome that already ends it."""
+
+    items: tuple[Frame | Transaction, ...]
+    slots: tuple[torch.Tensor | Outcome, ...]
+
+    def select(self, indices: Sequence[int]) -> Prepared:
+        return Prepared(tuple(self.items[i] for i in indices), tuple(self.slots[i] for i in indices))
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     outputs: dict[str, Any] | None
     error: DecodeError | None
@@ -54,9 +65,11 @@ class Runner:
         clock_ms: Callable[[], int] = _wall_ms,
         threads_per_lane: int = 0,
         acceleration: Acceleration | None = None,
+        prepare_threads: int = 1,
     ) -> None:
         """``threads_per_lane``: intra-op threads of each lane's model thread (torch sets
-        them per thread); 0 keeps torch's default."""
+        them per thread); 0 keeps torch's default. ``prepare_threads``: the preparation
+        pool, where batches are preprocessed ahead of their model (``prepare``)."""
         self.models = dict(models)
         self.threads_per_lane = threads_per_lane
         self.acceleration = acceleration or Acceleration()
@@ -66,6 +79,8 @@ class Runner:
         # one model thread per lane (input topic): torch releases the GIL, so a transaction
         # batch runs while a frame batch is in the model
         self._executors: dict[str, ThreadPoolExecutor] = {}
+        self.prepare_threads = max(1, prepare_threads)
+        self._prep_pool: ThreadPoolExecutor | None = None
         self._started = False
         self._pin = device.type == "cuda"
         # model name -> largest batch size that did not run out of memory
@@ -80,13 +95,48 @@ class Runner:
         self._started = True
 
     def stop(self) -> None:
-        for executor in self._executors.values():
+        for executor in [*self._executors.values(), *([self._prep_pool] if self._prep_pool else [])]:
             executor.shutdown(wait=True)
         self._executors.clear()
+        self._prep_pool = None
         self._started = False
 
     async def run(self, items: Sequence[Frame | Transaction], lane: str = "") -> list[Outcome]:
         """``run_sync`` on ``lane``'s own model thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(lane), self.run_sync, items)
+
+    async def prepare(self, items: Sequence[Frame | Transaction]) -> Prepared:
+        """Preprocess ``items`` on the preparation pool, off the model threads, so that a
+        lane's next batch is decoded while its model runs the current one. Items whose model
+        opts in (``preprocess_in_pool``: frame models, whose JPEG decoding and resizing in
+        OpenCV release the GIL) are spread over the pool's threads; the others run in one."""
+        if not self._started:
+            raise RuntimeError("Runner.start() was not called")
+        if self._prep_pool is None:
+            self._prep_pool = ThreadPoolExecutor(max_workers=self.prepare_threads,
+                                                 thread_name_prefix="streaminfer-prepare")
+        loop = asyncio.get_running_loop()
+        spread = [i for i, item in enumerate(items) if self._parallel_preprocess(item.kind)]
+        if len(spread) < 2 or self.prepare_threads < 2:
+            return await loop.run_in_executor(self._prep_pool, self.prepare_sync, items)
+        rest = [i for i, item in enumerate(items) if not self._parallel_preprocess(item.kind)]
+        chunks = [spread[at::self.prepare_threads] for at in range(self.prepare_threads)] + [rest]
+        parts = await asyncio.gather(*(loop.run_in_executor(self._prep_pool, self.prepare_sync,
+                                                            [items[i] for i in chunk])
+                                       for chunk in chunks if chunk))
+        slots: list[torch.Tensor | Outcome | None] = [None] * len(items)
+        for chunk, part in zip((c for c in chunks if c), parts, strict=True):
+            for i, slot in zip(chunk, part.slots, strict=True):
+                slots[i] = slot
+        return Prepared(tuple(items), tuple(slots))  # type: ignore[arg-type]
+
+    async def infer(self, prepared: Prepared, lane: str = "") -> list[Outcome]:
+        """``infer_sync`` on ``lane``'s own model thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(lane), self.infer_sync, prepared)
+
+    def _executor(self, lane: str) -> ThreadPoolExecutor:
         if not self._started:
             raise RuntimeError("Runner.start() was not called")
         executor = self._executors.get(lane)
@@ -95,57 +145,64 @@ class Runner:
                 max_workers=1, thread_name_prefix=f"streaminfer-model-{lane or 'main'}",
                 initializer=self._init_thread,
             )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self.run_sync, items)
+        return executor
+
+    def _parallel_preprocess(self, kind: InputKind) -> bool:
+        return bool(getattr(self.models.get(kind), "preprocess_in_pool", False))
+
+    def prepares_apart(self, items: Sequence[Frame | Transaction]) -> bool:
+        """Whether a batch of ``items`` is worth preparing ahead (its preprocessing is costly)."""
+        return any(self._parallel_preprocess(item.kind) for item in items)
 
     def _init_thread(self) -> None:
         if self.threads_per_lane:
             torch.set_num_threads(self.threads_per_lane)
 
     def run_sync(self, items: Sequence[Frame | Transaction]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(items)
-        by_kind: dict[InputKind, list[int]] = {}
-        for i, item in enumerate(items):
-            by_kind.setdefault(item.kind, []).append(i)
-        for kind, indices in by_kind.items():
-            model = self.models.get(kind)
-            if model is None:
-                err = DecodeError(Reason.NO_MODEL_FOR_KIND, f"this worker runs no {kind} model")
-                for i in indices:
-                    outcomes[i] = Outcome(None, err)
-                continue
-            for i, outcome in zip(indices, self._run_model(model, [items[i] for i in indices]), strict=True):
-                outcomes[i] = outcome
-        assert all(o is not None for o in outcomes)
-        return outcomes  # type: ignore[return-value]
+        return self.infer_sync(self.prepare_sync(items))
 
-    def _run_model(self, model: Model, items: list[Frame | Transaction]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(items)
-        tensors: list[torch.Tensor] = []
-        ok: list[int] = []
-        for i, item in enumerate(items):
+    def prepare_sync(self, items: Sequence[Frame | Transaction]) -> Prepared:
+        """One slot per item: its input tensor, or the outcome that ends it (no model for its
+        kind, or its model's ``preprocess`` refused or failed on it)."""
+        slots: list[torch.Tensor | Outcome] = []
+        for item in items:
+            model = self.models.get(item.kind)
+            if model is None:
+                error = DecodeError(Reason.NO_MODEL_FOR_KIND, f"this worker runs no {item.kind} model")
+                slots.append(Outcome(None, error))
+                continue
             try:
-                tensors.append(model.preprocess(item))
-                ok.append(i)
+                slots.append(model.preprocess(item))
             except ItemRejected as exc:
-                outcomes[i] = Outcome(None, DecodeError(exc.reason, exc.message), model.name, model.version)
+                slots.append(Outcome(None, DecodeError(exc.reason, exc.message), model.name, model.version))
             except Exception as exc:
-                outcomes[i] = Outcome(
+                slots.append(Outcome(
                     None,
                     DecodeError(Reason.PREPROCESS_FAILED, f"model {model.name!r}: {type(exc).__name__}: {exc}"),
                     model.name,
                     model.version,
-                )
-        if ok:
+                ))
+        return Prepared(tuple(items), tuple(slots))
+
+    def infer_sync(self, prepared: Prepared) -> list[Outcome]:
+        """Each kind's tensors through its model (a batch may mix kinds); outcomes in input order."""
+        outcomes: list[Outcome | None] = [slot if isinstance(slot, Outcome) else None for slot in prepared.slots]
+        by_kind: dict[InputKind, list[int]] = {}
+        for i, (item, slot) in enumerate(zip(prepared.items, prepared.slots, strict=True)):
+            if not isinstance(slot, Outcome):
+                by_kind.setdefault(item.kind, []).append(i)
+        for kind, indices in by_kind.items():
+            model = self.models[kind]
             start_ms = self._clock_ms()
-            rows = self._infer_isolating(model, tensors)
+            rows = self._infer_isolating(model, [prepared.slots[i] for i in indices])  # type: ignore[misc]
             end_ms = self._clock_ms()
-            for i, row in zip(ok, rows, strict=True):
+            for i, row in zip(indices, rows, strict=True):
                 error = row if isinstance(row, DecodeError) else None
                 outputs = None if error is not None else row
                 outcomes[i] = Outcome(
                     outputs, error, model.name, model.version, start_ms, end_ms, tuple(model.output_fields)
                 )
+        assert all(o is not None for o in outcomes)
         return outcomes  # type: ignore[return-value]
 
     def _infer_isolating(self, model: Model, tensors: list[torch.Tensor]) -> list[Any]:

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -45,7 +46,7 @@ from pipeline.metrics import Histogram, LaneMetrics
 from pipeline.outage import Outage, describe
 from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Outcome as Inference
-from pipeline.runner import Runner
+from pipeline.runner import Prepared, Runner
 from producers.sinks import Delivery, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
 from schemas.errors import DecodeError
@@ -66,6 +67,15 @@ def poll_timeout_ms(deadline: float | None, now: float) -> int:
     if deadline is None:
         return _POLL_MS
     return max(0, min(_POLL_MS, int((deadline - now) * 1000) + 1))
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A batch taken from its lane's queue, with its preparation if it is prepared ahead."""
+
+    batch: Batch[WorkItem]
+    closed_ms: int
+    prepared: asyncio.Future[Prepared] | None
 
 
 @dataclass
@@ -315,21 +325,61 @@ class Worker:
     # -- infer side ---------------------------------------------------------------
 
     async def _infer_loop(self, lane: _Lane) -> None:
-        while True:
-            # the model is free: what waits goes next, without waiting for the consume loop's
-            # poll to end: held batches first (they are older, and their partitions resume
-            # when the last goes), then (adaptive) the open window, whatever its size
-            self._release_held()
-            self._dispatch_if_idle(lane)
-            batch, closed_ms = await lane.queue.get()
-            lane.busy = True
-            try:
-                await self._process(batch, closed_ms, lane)
-            finally:
-                lane.busy = False
+        ahead: _Ahead | None = None
+        try:
+            while True:
+                if ahead is None:
+                    # the model is free: what waits goes next, without waiting for the consume
+                    # loop's poll to end: held batches first (they are older, and their partitions
+                    # resume when the last goes), then (adaptive) the open window, whatever its size
+                    self._release_held()
+                    self._dispatch_if_idle(lane)
+                    batch, closed_ms = await lane.queue.get()
+                    ahead = _Ahead(batch, closed_ms, self._prepare(lane, batch))
+                current, ahead = ahead, None
+                lane.busy = True
+                try:
+                    processing = asyncio.ensure_future(self._process(current, lane))
+                    if current.prepared is not None:
+                        # frames: while this batch is in its model, the next closed one is
+                        # decoded and preprocessed on the runner's pool (overlap, not reordering:
+                        # it reaches the model, and its results the producer, after this one's)
+                        ahead = await self._take_ahead(lane, processing)
+                    await processing
+                finally:
+                    lane.busy = False
+                    lane.queue.task_done()
+        finally:
+            if ahead is not None:  # the loop is dying with a batch taken ahead
+                if ahead.prepared is not None:
+                    ahead.prepared.cancel()
                 lane.queue.task_done()
 
-    async def _process(self, batch: Batch[WorkItem], closed_ms: int, lane: _Lane) -> None:
+    def _prepare(self, lane: _Lane, batch: Batch[WorkItem]) -> asyncio.Future[Prepared] | None:
+        """Start preprocessing ``batch`` on the runner's pool if its model opts in (frames)."""
+        events = [it.event for it in batch.items if not isinstance(it.event, DecodeError)]
+        if not events or not self.runner.prepares_apart(events):  # type: ignore[arg-type]
+            return None
+        started = time.perf_counter()
+        metrics = self._lane_metrics[lane.topic]
+        future = asyncio.ensure_future(self.runner.prepare(events))  # type: ignore[arg-type]
+        future.add_done_callback(lambda _: metrics.preprocess_s.observe(time.perf_counter() - started))
+        return future
+
+    async def _take_ahead(self, lane: _Lane, processing: asyncio.Future[None]) -> _Ahead | None:
+        """The next closed batch of ``lane``, started on its preparation, if one comes before
+        ``processing`` ends; None if it ends first."""
+        getter = asyncio.ensure_future(lane.queue.get())
+        waiting: list[asyncio.Future[Any]] = [getter, processing]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()  # a cancelled Queue.get takes nothing from the queue
+            return None
+        batch, closed_ms = getter.result()
+        return _Ahead(batch, closed_ms, self._prepare(lane, batch))
+
+    async def _process(self, ahead: _Ahead, lane: _Lane) -> None:
+        batch, closed_ms = ahead.batch, ahead.closed_ms
         live = tuple(it for it in batch.items if self._inflight.current(it))
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         metrics = self._lane_metrics[lane.topic]
@@ -340,7 +390,7 @@ class Worker:
             return
         stale = self._stale_frames(live, wall_ms())
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
-        inferences = iter(await self._infer(lane, [it.event for it in decoded]) if decoded else ())  # type: ignore[misc]
+        inferences = iter(await self._infer(lane, decoded, ahead.prepared) if decoded else ())
         outcomes: list[Outcome] = []
         frame_model = self.runner.models.get("frame") if stale else None
         produced_ms = wall_ms()  # the batch's outcomes go to the producer together
@@ -369,10 +419,18 @@ class Worker:
         deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
         await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True))))
 
-    async def _infer(self, lane: _Lane, events: list[Frame | Transaction]) -> list[Inference]:
-        """Run ``events`` on the lane's model thread; adaptive batching learns from how long it took."""
+    async def _infer(self, lane: _Lane, items: list[WorkItem],
+                     prepared: asyncio.Future[Prepared] | None) -> list[Inference]:
+        """Run ``items`` on the lane's model thread (their batch ``prepared`` ahead, or
+        preprocessed there); adaptive batching learns from how long the model thread took."""
+        events: list[Frame | Transaction] = [it.event for it in items]  # type: ignore[misc]
+        ready = await prepared if prepared is not None else None
         started = time.perf_counter()
-        inferences = await self.runner.run(events, lane.topic)
+        if ready is None:
+            inferences = await self.runner.run(events, lane.topic)
+        else:  # the items still to run (not revoked nor stale since) among those prepared
+            at = {id(event): i for i, event in enumerate(ready.items)}
+            inferences = await self.runner.infer(ready.select([at[id(event)] for event in events]), lane.topic)
         took = time.perf_counter() - started
         self._lane_metrics[lane.topic].inference_s.observe(took)
         if lane.sizer is not None:

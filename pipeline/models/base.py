@@ -34,6 +34,9 @@ class Model(Protocol):
     # the keys every postprocessed row carries: the output schema results are checked against
     output_fields: tuple[str, ...]
 
+    # optional attribute ``preprocess_in_pool`` (default False): True lets the runner call
+    # ``preprocess`` from several threads of its preparation pool at once, ahead of the model
+
     def to(self, device: torch.device) -> None: ...
 
     def preprocess(self, item: Frame | Transaction) -> torch.Tensor: ...

@@ -47,6 +47,7 @@ def _weights_path() -> Path:
 class EfficientNetLite0(TorchModule):
     kind: InputKind = "frame"
     name = "efficientnet-lite0"
+    preprocess_in_pool = True  # see FrameCNN
     output_fields: tuple[str, ...] = ("labels",)
 
     def __init__(self, k: int = 5, image_size: int = 224) -> None:

@@ -87,6 +87,8 @@ class FrameCNN(TorchModule):
 
     kind: InputKind = "frame"
     name = "frame-cnn"
+    # JPEG decoding and resizing (OpenCV, GIL released): the runner prepares batches ahead on its pool
+    preprocess_in_pool = True
     output_fields: tuple[str, ...] = ("labels",)
 
     def __init__(self, input_size: int = 96, classes: int = 10, seed: int = 0, k: int = 3) -> None:

@@ -45,6 +45,7 @@ class TorchScriptModel(TorchModule):
                 f"model file {path} is not a loadable TorchScript or torch.export file: {exc}"
             ) from exc
         self.kind = kind
+        self.preprocess_in_pool = kind == "frame"  # our own decoding and resizing, pure and thread-safe
         self.output_fields: tuple[str, ...] = ("labels",) if kind == "frame" else ("outputs",)
         self.name = path.stem
         self.version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]

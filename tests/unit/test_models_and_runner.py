@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +82,46 @@ def test_runner_keeps_input_order_across_kinds_and_rejects_bad_items_alone() -> 
     assert [o.error is None for o in outcomes] == [True, False, True, True]
     assert outcomes[1].error is not None and outcomes[1].error.reason is Reason.BAD_IMAGE
     assert "score" in outcomes[0].outputs and "labels" in outcomes[2].outputs  # type: ignore[operator]
+
+
+def test_batches_prepared_on_the_pool_give_the_outcomes_of_a_plain_run() -> None:
+    """Frames spread over the preparation pool's threads (OpenCV releases the GIL);
+    transactions, whose model does not opt in, in one; outcomes as ``run_sync`` gives them,
+    a corrupt frame and a kind without a model included."""
+    threads: dict[str, set[str]] = {"frame": set(), "transaction": set()}
+
+    class Recording(FrameCNN):
+        def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
+            threads["frame"].add(threading.current_thread().name)
+            time.sleep(0.02)  # long enough for both pool threads to take a share
+            return super().preprocess(item)
+
+    class RecordingMLP(TransactionMLP):
+        def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
+            threads["transaction"].add(threading.current_thread().name)
+            return super().preprocess(item)
+
+    runner = Runner({"frame": Recording(), "transaction": RecordingMLP()}, CPU, prepare_threads=2)
+    runner.start()
+    corrupt = frame(1, data=frame(0).data[:120])
+    items: list[Frame | Transaction] = [tx(0), corrupt, *[frame(i) for i in range(2, 8)], tx(9)]
+    try:
+        async def prepared_then_run() -> list[Any]:
+            return await runner.infer(await runner.prepare(items), "frames")
+
+        outcomes = asyncio.run(prepared_then_run())
+    finally:
+        runner.stop()
+    assert len(threads["frame"]) == 2 and all(t.startswith("streaminfer-prepare") for t in threads["frame"])
+    assert len(threads["transaction"]) == 1
+    plain = Runner({"frame": FrameCNN(), "transaction": TransactionMLP()}, CPU).run_sync(items)
+    assert [(o.error, o.model_name) for o in outcomes] == [(o.error, o.model_name) for o in plain]
+    assert outcomes[1].error is not None and outcomes[1].error.reason is Reason.BAD_IMAGE
+    for a, b in zip(outcomes, plain, strict=True):
+        if a.outputs is not None:
+            assert a.outputs == pytest.approx(b.outputs) if "score" in a.outputs else (
+                a.outputs["labels"][0]["label"] == b.outputs["labels"][0]["label"])  # type: ignore[index]
+    assert runner.prepares_apart([frame(0)]) and not runner.prepares_apart([tx(0)])
 
 
 def test_items_without_a_model_for_their_kind_get_a_clear_error() -> None:

@@ -780,3 +780,83 @@ def test_results_are_encoded_as_the_setting_says_and_labelled_so(content_type: s
         assert decode_result(record.value, record.headers).outputs == {"score": 0.0}
 
     run(scenario)
+
+
+class PreparedFrames(FrameCounter):
+    """FrameCounter that opts into preparation ahead; records which frames were preprocessed
+    on which thread, and how many batches its (gated) forward has finished."""
+
+    preprocess_in_pool = True
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__(gate)
+        self.prepared: dict[int, str] = {}
+        self.forwards_done = 0
+
+    def preprocess(self, item: Any) -> torch.Tensor:
+        self.prepared[item.seq] = threading.current_thread().name
+        return super().preprocess(item)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        out = super().forward(batch)
+        self.forwards_done += 1
+        return out
+
+
+def test_the_next_frame_batch_is_preprocessed_while_the_current_one_is_in_the_model() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        now = int(time.time() * 1000)
+        for seq in range(6):
+            source.add(frame(seq, now))
+        gate = threading.Event()
+        model = PreparedFrames(gate)
+        runner = Runner({"frame": model}, CPU, prepare_threads=2)
+        worker = Worker(settings(batching="fixed", max_batch_size=2), runner, source, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            # frames 0-1 are held in the model; 2-3 are decoded meanwhile, off the model thread
+            await eventually(lambda: {2, 3} <= model.prepared.keys(), "the next batch prepared")
+            assert model.forwards_done == 0 and not sink.on(RESULTS)
+            assert all(name.startswith("streaminfer-prepare") for name in model.prepared.values())
+            assert 4 not in model.prepared, "prepared more than one batch ahead"
+        finally:
+            gate.set()
+        await eventually(lambda: len(sink.on(RESULTS)) == 6, "six results")
+        stop.set()
+        await task
+        assert result_ids(sink) == [f"cam/{seq}" for seq in range(6)]  # the stream's order kept
+        assert [decode_result(r.value).outputs["labels"][0]["label"] for r in sink.on(RESULTS)] == [
+            f"mean-{seq}" for seq in range(6)]
+        assert h_committed(source) == 6
+
+    run(scenario)
+
+
+def test_frames_that_go_stale_while_prepared_ahead_still_skip_the_model() -> None:
+    """The age is checked when the batch reaches the model, not when it was prepared."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        now = int(time.time() * 1000)
+        for seq in range(4):
+            source.add(frame(seq, now))
+        gate = threading.Event()
+        model = PreparedFrames(gate)
+        worker = Worker(settings(batching="fixed", max_batch_size=2, max_frame_age_ms=300),
+                        Runner({"frame": model}, CPU, prepare_threads=2), source, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await eventually(lambda: {2, 3} <= model.prepared.keys(), "the next batch prepared")
+        await asyncio.sleep(0.5)  # everything is now older than 300 ms
+        gate.set()
+        await eventually(lambda: len(sink.on(RESULTS)) == 4, "four results")
+        stop.set()
+        await task
+        statuses = {decode_result(r.value).event_id: decode_result(r.value).status for r in sink.on(RESULTS)}
+        # 0-1 reached the model before they aged (the gate held them inside it); 2-3 did not
+        assert statuses == {"cam/0": "ok", "cam/1": "ok", "cam/2": "skipped_stale", "cam/3": "skipped_stale"}
+        assert model.seen == 2
+
+    run(scenario)
