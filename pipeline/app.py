@@ -13,6 +13,7 @@ from consumers.kafka_source import KafkaSource
 from pipeline.config import WorkerSettings
 from pipeline.exceptions import ModelError
 from pipeline.health import heartbeat
+from pipeline.kafka_access import check_access
 from pipeline.models import Model, load_model, resolve_device
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats
@@ -96,6 +97,8 @@ async def run_worker(settings: WorkerSettings) -> WorkerStats:
         loop.add_signal_handler(sig, stop.set)
     beat: asyncio.Task[None] | None = None
     try:
+        # refused credentials or an untrusted certificate: exit 4 now, not at the outage deadline
+        await check_access(settings.client_kwargs())
         worker = build_worker(settings)
         # a signal that came while loading sits in the loop's self-pipe: one poll of the
         # selector and the next iteration run its handler

@@ -211,30 +211,65 @@ class NodePorts:
 
 
 @dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL listener on node 1 beside its PLAINTEXT one, to try (and test) the clients'
+    security settings: TLS with a PEM keystore, users for PLAIN, SCRAM-SHA-256 and -512.
+
+    ``keystore``: a PEM file holding the broker's unencrypted private key and its
+    certificate chain. ``users``: name -> password, stored in the node's properties and
+    its SCRAM credentials (a local, throwaway broker: not how to keep production secrets).
+    """
+
+    port: int
+    keystore: str
+    users: tuple[tuple[str, str], ...]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Everything a restart needs, saved as ``cluster.json``. Node ids are 1..N, in order."""
 
     cluster_id: str
     nodes: tuple[NodePorts, ...]
+    secure: SecureListener | None = None
 
     @classmethod
-    def new(cls, nodes: int, port: int = 0) -> ClusterConfig:
-        """A new cluster: a new id and free ports; ``port``, when not 0, is node 1's client port."""
+    def new(cls, nodes: int, port: int = 0, secure: tuple[Path, dict[str, str]] | None = None) -> ClusterConfig:
+        """A new cluster: a new id and free ports; ``port``, when not 0, is node 1's client port;
+        ``secure`` (a PEM keystore and users) adds a SASL_SSL listener on a port of its own."""
         if nodes < 1:
             raise BrokerError(f"a cluster needs at least one node, not {nodes}")
-        picked = free_ports(2 * nodes, avoid={port})
-        clients, controllers = picked[:nodes], picked[nodes:]
+        if secure is not None and nodes != 1:
+            raise BrokerError("a SASL_SSL listener is offered on single-node clusters only")
+        picked = free_ports(2 * nodes + 1, avoid={port})
+        clients, controllers = picked[:nodes], picked[nodes:2 * nodes]
         if port:
             clients[0] = port
+        listener = None
+        if secure is not None:
+            keystore, users = secure
+            if not users:
+                raise BrokerError("a SASL_SSL listener needs at least one user")
+            listener = SecureListener(picked[-1], str(Path(keystore).resolve()), tuple(sorted(users.items())))
         return cls(
             _cluster_id(),
             tuple(NodePorts(i + 1, clients[i], controllers[i]) for i in range(nodes)),
+            listener,
         )
 
     @classmethod
     def from_json(cls, text: str) -> ClusterConfig:
         raw = json.loads(text)
-        return cls(str(raw["cluster_id"]), tuple(NodePorts(**node) for node in raw["nodes"]))
+        secure = raw.get("secure")
+        return cls(
+            str(raw["cluster_id"]), tuple(NodePorts(**node) for node in raw["nodes"]),
+            SecureListener(secure["port"], secure["keystore"], tuple((u, p) for u, p in secure["users"]))
+            if secure else None,
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -263,15 +298,19 @@ def server_properties(config: ClusterConfig, node_id: int, data_dir: Path) -> st
     """One node's ``server.properties``: broker and controller, every node a voter."""
     node = config.node(node_id)
     replication, min_isr = config.replication_factor, config.min_insync_replicas
+    secure = config.secure if node_id == 1 else None
+    extra = f",SASL_SSL://{HOST}:{secure.port}" if secure else ""
     return "\n".join([
         "process.roles=broker,controller",
         f"node.id={node_id}",
         f"controller.quorum.voters={config.quorum_voters}",
-        f"listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-        f"advertised.listeners=PLAINTEXT://{HOST}:{node.port}",
+        f"listeners=PLAINTEXT://{HOST}:{node.port}{extra},CONTROLLER://{HOST}:{node.controller_port}",
+        f"advertised.listeners=PLAINTEXT://{HOST}:{node.port}{extra}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        + (",SASL_SSL:SASL_SSL" if secure else ""),
         "inter.broker.listener.name=PLAINTEXT",
+        *(_secure_properties(secure) if secure else []),
         f"log.dirs={data_dir}",
         "num.partitions=1",
         f"default.replication.factor={replication}",
@@ -288,6 +327,28 @@ def server_properties(config: ClusterConfig, node_id: int, data_dir: Path) -> st
         "message.max.bytes=16777216",
         "",
     ])
+
+
+def _secure_properties(secure: SecureListener) -> list[str]:
+    plain_users = " ".join(f'user_{name}="{password}"' for name, password in secure.users)
+    prefix = "listener.name.sasl_ssl"
+    return [
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f"{plain_users};",
+        *(f"{prefix}.{mechanism}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+          for mechanism in ("scram-sha-256", "scram-sha-512")),
+        f"{prefix}.ssl.keystore.type=PEM",
+        f"{prefix}.ssl.keystore.location={secure.keystore}",
+    ]
+
+
+def _scram_arguments(secure: SecureListener | None) -> list[str]:
+    """``kafka-storage format`` arguments that store each user's SCRAM credentials."""
+    if secure is None:
+        return []
+    return [arg for name, password in secure.users for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
 
 
 # -- what runs ------------------------------------------------------------------------
@@ -396,7 +457,8 @@ class LocalBroker:
                 f"{self.config_file} is unreadable ({exc}); `streaminfer broker reset` starts a new cluster"
             ) from exc
 
-    def plan(self, nodes: int | None = None, port: int = 0) -> ClusterConfig:
+    def plan(self, nodes: int | None = None, port: int = 0,
+             secure: tuple[Path, dict[str, str]] | None = None) -> ClusterConfig:
         """The cluster this home runs: the saved one, else a new one, saved at once.
 
         ``nodes`` (default 1) and ``port`` (node 1's client port; 0 for a free one) shape
@@ -406,13 +468,18 @@ class LocalBroker:
         saved = self.saved_config()
         if saved is None:
             self._wipe()  # node directories without a saved config belong to no cluster
-            config = ClusterConfig.new(nodes or 1, port)
+            config = ClusterConfig.new(nodes or 1, port, secure)
             self.home.mkdir(parents=True, exist_ok=True)
             self.config_file.write_text(config.to_json())
             return config
         if nodes is not None and nodes != len(saved.nodes):
             raise BrokerError(
                 f"{self.home} holds a {len(saved.nodes)}-node cluster, not {nodes}: "
+                "`streaminfer broker reset` it first (that deletes its data)"
+            )
+        if secure is not None and saved.secure is None:
+            raise BrokerError(
+                f"{self.home} holds a cluster without a SASL_SSL listener: "
                 "`streaminfer broker reset` it first (that deletes its data)"
             )
         if port and port != saved.nodes[0].port:
@@ -449,7 +516,7 @@ class LocalBroker:
 
     def start(
         self, nodes: int | None = None, port: int = 0, timeout_s: float = START_TIMEOUT_S,
-        heap_mb: int | None = None,
+        heap_mb: int | None = None, secure: tuple[Path, dict[str, str]] | None = None,
     ) -> BrokerState:
         """Run every node of this home's cluster (see ``plan``); nodes already up are left alone.
 
@@ -457,7 +524,7 @@ class LocalBroker:
         cluster's metadata lists every node as a broker. On failure, the nodes this call
         launched are killed again.
         """
-        config = self.plan(nodes, port)
+        config = self.plan(nodes, port, secure)
         down = [n.node_id for n in config.nodes if self._running_pid(n.node_id) is None]
         if down:
             self._start_nodes(config, down, timeout_s, heap_mb)
@@ -520,7 +587,8 @@ class LocalBroker:
         runs = {
             node_id: subprocess.Popen(
                 [java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                 f"--cluster-id={config.cluster_id}", "-c", str(self._props_file(node_id))],
+                 f"--cluster-id={config.cluster_id}", "-c", str(self._props_file(node_id)),
+                 *_scram_arguments(config.secure if node_id == 1 else None)],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             )
             for node_id in fresh

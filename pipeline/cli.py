@@ -49,7 +49,15 @@ def _bootstrap(args: argparse.Namespace) -> str:
 
 
 def _kafka(args: argparse.Namespace) -> KafkaSettings:
-    return KafkaSettings(kafka_bootstrap=_bootstrap(args))
+    """The Kafka settings of a command (security from STREAMINFER_* env), checked once against
+    the broker: refused credentials or an untrusted certificate end the command (exit 4)."""
+    settings = KafkaSettings(kafka_bootstrap=_bootstrap(args))
+    if not getattr(args, "_kafka_checked", False):
+        from pipeline.kafka_access import check_access
+
+        asyncio.run(check_access(settings.client_kwargs()))
+        args._kafka_checked = True
+    return settings
 
 
 # -- broker ---------------------------------------------------------------------------
@@ -488,7 +496,10 @@ def _one_line(exc: ValidationError) -> str:
     """Each refused setting with its flag, what is wrong and the value given: no dump, no link."""
     problems = []
     for error in exc.errors(include_url=False):
-        name = ".".join(str(part) for part in error["loc"]) or exc.title
+        if not error["loc"]:  # a rule across settings: its message names them (and the input could hold secrets)
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        name = ".".join(str(part) for part in error["loc"])
         flag = "--" + name.replace("_", "-")
         problems.append(f"{flag} (STREAMINFER_{name.upper()}): {error['msg']}, got {error.get('input')!r}")
     return "; ".join(problems)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.codec import JSON, MSGPACK, Limits
@@ -34,12 +36,56 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL); "
+        "default: the system's trusted CAs",
+    )
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate, for brokers that require one (mTLS)")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_check_hostname: bool = Field(True, description="check that a broker's certificate names the host dialled")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                             "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
+            raise ValueError("sasl_mechanism needs sasl_username and sasl_password")
+        if self.sasl_mechanism and not self.security_protocol.startswith("SASL_"):
+            raise ValueError(f"sasl_mechanism is set but security_protocol is {self.security_protocol}: "
+                             "use SASL_SSL (or SASL_PLAINTEXT)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of SSL and SASL_SSL connections (None for the plaintext ones)."""
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        from aiokafka.helpers import create_ssl_context  # here: the CLI's other commands start without aiokafka
+
+        try:
+            context = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"TLS settings do not load: {exc}") from None
+        context.check_hostname = self.ssl_check_hostname
+        return context
 
     def client_kwargs(self) -> dict[str, object]:
         kwargs: dict[str, object] = {
             "bootstrap_servers": self.kafka_bootstrap,
             "security_protocol": self.security_protocol,
         }
+        if (context := self.ssl_context()) is not None:
+            kwargs["ssl_context"] = context
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username

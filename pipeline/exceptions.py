@@ -3,7 +3,8 @@
 Only the infrastructure ends a worker; a bad input never does (it becomes a dead
 letter). Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 a bug in the worker (traceback),
 2 bad configuration or model file, 3 broker unreachable past the deadline,
-4 authentication or authorization refused, 5 the cluster changed under the worker.
+4 authentication or authorization refused (or the broker's certificate untrusted),
+5 the cluster changed under the worker.
 """
 
 from __future__ import annotations
@@ -34,7 +35,19 @@ class KafkaAccessDenied(WorkerExit):
     exit_code = 4
 
     def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"Kafka refused this worker's credentials or permissions: {describe(cause)}")
+        super().__init__(f"Kafka refused the credentials or permissions: {describe(cause)}")
+
+
+class KafkaNotTrusted(WorkerExit):
+    """The broker's TLS certificate did not verify (or TLS failed to start): exit 4 as well."""
+
+    exit_code = 4
+
+    def __init__(self, broker: str, cause: BaseException) -> None:
+        super().__init__(
+            f"TLS to Kafka at {broker} failed: {getattr(cause, 'verify_message', None) or cause} "
+            "(is the CA that signed the broker's certificate in ssl_cafile, and is the listener SSL?)"
+        )
 
 
 class ClusterChanged(WorkerExit):

@@ -1,12 +1,13 @@
-"""Create the pipeline's topics (idempotent)."""
+"""Create the pipeline's topics (idempotent); a consumer group's lag."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
 
 from pipeline.config import KafkaSettings
 
@@ -62,6 +63,21 @@ async def wait_for_group(
     raise TimeoutError(f"group {group_id!r} is {state} with {count} members, wanted {members}")
 
 
+async def _committed_offsets(admin: AIOKafkaAdminClient, group_id: str,
+                             timeout_s: float = 15.0) -> dict[TopicPartition, int]:
+    """The group's committed offsets. A cluster that never had a consumer group has no
+    coordinator until its offsets topic is made (on this first request): retried meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            offsets = await admin.list_consumer_group_offsets(group_id)
+            return {tp: meta.offset for tp, meta in offsets.items()}
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
 async def group_lag(
     settings: KafkaSettings, group_id: str, topics: list[str] | None = None
 ) -> list[tuple[str, int, int | None, int, int]]:
@@ -70,7 +86,7 @@ async def group_lag(
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     await admin.start()
     try:
-        committed = {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group_id)).items()}
+        committed = await _committed_offsets(admin, group_id)
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)

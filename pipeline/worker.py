@@ -159,10 +159,12 @@ class Worker:
         """
         self.runner.start()
         try:
-            if self._sink is not None:
-                await self._sink.start()
+            if self._sink is not None and not await self._start_client(self._sink.start, self._sink.stop, stop):
+                return self.stats
             try:
-                await self._source.start(self._on_revoked, self._on_assigned)
+                if not await self._start_client(lambda: self._source.start(self._on_revoked, self._on_assigned),
+                                                self._source.stop, stop):
+                    return self.stats
                 try:
                     await self.checkpoint.begin()
                     self._running = True
@@ -181,6 +183,30 @@ class Worker:
             self.runner.stop()
         log.info("worker %s stopped: %s", self.settings.worker_id, self.stats.as_dict())
         return self.stats
+
+    async def _start_client(self, start: Callable[[], Awaitable[None]], stop_client: Callable[[], Awaitable[None]],
+                            stop: asyncio.Event) -> bool:
+        """Start a Kafka client, retrying while the cluster does not answer (a worker may come
+        up before its broker) until the outage deadline; False if ``stop`` came meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await start()
+            except KafkaError as exc:
+                await _close(stop_client(), "a client that did not start")
+                if is_access_denied(exc):
+                    raise KafkaAccessDenied(exc) from exc
+                self._outage.failed(exc)
+                if self._outage.expired():
+                    raise BrokerUnavailable(self._outage.seconds(), exc) from exc
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff_s(attempt))
+                    return False
+                except TimeoutError:
+                    attempt += 1
+                    continue
+            self._outage.ok()
+            return True
 
     async def _run_loops(self, stop: asyncio.Event) -> None:
         try:

@@ -860,3 +860,61 @@ def test_frames_that_go_stale_while_prepared_ahead_still_skip_the_model() -> Non
         assert model.seen == 2
 
     run(scenario)
+
+
+class LateSource(MemorySource):
+    """A consumer whose broker does not answer its first ``fails`` starts (it is still coming up)."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails, self.attempts, self.stops = fails, 0, 0
+
+    async def start(self, on_revoked: Any, on_assigned: Any) -> None:
+        self.attempts += 1
+        if self.attempts <= self.fails:
+            raise KafkaConnectionError("Unable to bootstrap from [('kafka', 9092)]")
+        await super().start(on_revoked, on_assigned)
+
+    async def stop(self) -> None:
+        self.stops += 1
+        await super().stop()
+
+
+def test_a_worker_that_starts_before_its_broker_waits_for_it() -> None:
+    async def scenario() -> None:
+        source, sink = LateSource(fails=3), MemorySink()
+        for i in range(5):
+            source.add(txn(i))
+        h = Harness(source, sink, broker_outage_deadline_s=30)
+        h.start()
+        await eventually(lambda: len(sink.on(RESULTS)) == 5, "results once the broker answers")
+        stats = await h.finish()
+        assert source.attempts == 4 and stats.results == 5
+        assert source.stops >= 3  # each half-started client was closed before the next try
+
+    run(scenario)
+
+
+def test_a_broker_that_never_answers_at_start_ends_the_worker_at_the_outage_deadline() -> None:
+    async def scenario() -> None:
+        source, sink = LateSource(fails=10_000), MemorySink()
+        h = Harness(source, sink, broker_outage_deadline_s=0.4)
+        h.start()
+        assert h.task is not None
+        with pytest.raises(BrokerUnavailable, match="unreachable"):
+            await h.task
+        assert source.attempts >= 2 and sink.stopped
+
+    run(scenario)
+
+
+def test_a_stop_while_waiting_for_the_broker_at_start_ends_the_worker_cleanly() -> None:
+    async def scenario() -> None:
+        source, sink = LateSource(fails=10_000), MemorySink()
+        h = Harness(source, sink, broker_outage_deadline_s=60)
+        h.start()
+        await eventually(lambda: source.attempts >= 2, "a retried start")
+        stats = await h.finish()
+        assert stats.results == 0 and sink.stopped
+
+    run(scenario)
