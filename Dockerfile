@@ -22,8 +22,11 @@ COPY schemas ./schemas
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 streaminfer
 
-# the worker touches this file from its event loop; the check imports nothing heavy
-ENV STREAMINFER_HEALTH_FILE=/tmp/streaminfer-worker.alive
+# the worker serves /metrics, /healthz and /readyz here; the HEALTHCHECK asks /healthz
+# (its event loop answers it: a stuck loop or a dead process does not); the check imports
+# nothing heavy
+ENV STREAMINFER_METRICS_PORT=9400
+EXPOSE 9400
 HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --retries=3 \
     CMD ["python", "-m", "pipeline.health"]
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline.health import check, heartbeat, main
 
 
@@ -60,3 +62,32 @@ def test_the_check_imports_nothing_heavy(tmp_path: Path) -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code, str(beat)], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_with_a_metrics_port_the_check_asks_healthz(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server
+    import threading
+
+    answers = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answers["status"] if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        monkeypatch.setenv("STREAMINFER_METRICS_PORT", str(port))
+        assert main([]) == 0
+        answers["status"] = 503
+        assert main([]) == 1 and "answered 503" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert main([]) == 1 and "did not answer" in capsys.readouterr().err  # nothing listens any more
