@@ -87,9 +87,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from pipeline.topics import create_topics
+    from pipeline.topics import create_topics, describe_topics
 
     names = args.topic or list(DEFAULT_TOPICS)
+    if args.action == "describe":
+        report = asyncio.run(describe_topics(_kafka(args), names))
+        if args.json:
+            print(json.dumps(report, indent=2))
+        for topic in [] if args.json else report:
+            if "error" in topic:
+                print(f"{topic['topic']}: {topic['error']}")
+                continue
+            configs = "  ".join(f"{k} {v}" for k, v in sorted(topic["configs"].items()))
+            print(f"{topic['topic']}: {len(topic['partitions'])} partitions, replication {topic['replication_factor']}"
+                  f"  {configs}")
+            for p in topic["partitions"]:
+                print(f"  partition {p['partition']:<3} leader {p['leader']:<3} replicas {p['replicas']} "
+                      f"isr {p['isr']} end offset {p['end_offset']}")
+        return 1 if any("error" in topic for topic in report) else 0
     created = asyncio.run(create_topics(_kafka(args), names, args.partitions, args.replication))
     for name in names:
         print(f"{name}: {'created' if name in created else 'exists'}")
@@ -397,11 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", type=int, default=None, help="start or stop only this node id (1..N)")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("topics", help="create the pipeline's topics")
-    p.add_argument("action", choices=["create"])
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--replication", type=int, default=1)
+    p = sub.add_parser("topics", help="create the pipeline's topics, or describe them")
+    p.add_argument("action", choices=["create", "describe"],
+                   help="create: the missing ones; describe: partitions (leader, replicas, in-sync replicas, "
+                   "end offset), replication and configuration (exit 1 if one does not exist)")
+    p.add_argument("--partitions", type=int, default=4, help="create: partitions per topic (default: %(default)s)")
+    p.add_argument("--replication", type=int, default=1, help="create: replication factor (default: %(default)s)")
     p.add_argument("--topic", action="append", help="topic name (repeatable; default: all four)")
+    p.add_argument("--json", action="store_true", help="describe: the report as JSON")
     with_bootstrap(p).set_defaults(func=cmd_topics)
 
     p = sub.add_parser("config", help="show the worker's effective settings (flags, env, defaults)")

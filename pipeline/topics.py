@@ -1,15 +1,23 @@
-"""Create the pipeline's topics (idempotent); a consumer group's lag."""
+"""Create the pipeline's topics (idempotent), describe topics, a consumer group's lag."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from pipeline.config import KafkaSettings
+from pipeline.outage import describe as describe_error
 
 
 async def create_topics(
@@ -61,6 +69,53 @@ async def wait_for_group(
             return
         await asyncio.sleep(0.25)
     raise TimeoutError(f"group {group_id!r} is {state} with {count} members, wanted {members}")
+
+
+# what `topics describe` shows of each topic's configuration (and any other set on the topic itself)
+SHOWN_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "max.message.bytes", "min.insync.replicas")
+_TOPIC_CONFIG_SOURCE = 1  # DescribeConfigs: DYNAMIC_TOPIC_CONFIG, set on this topic
+_UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
+
+
+async def describe_topics(settings: KafkaSettings, names: list[str]) -> list[dict[str, Any]]:
+    """Per topic: partitions (leader, replicas, in-sync replicas, end offset), replication
+    factor and configuration; ``error`` instead for a topic that cannot be described."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        described = {t["topic"]: t for t in await admin.describe_topics(names)}
+        [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    finally:
+        await admin.close()
+    config_of = {r["resource_name"]: r for r in configs.to_object()["resources"]}
+    present = [n for n in names if not described.get(n, {"error_code": -1})["error_code"]]
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(n, p["partition"]) for n in present for p in described[n]["partitions"]]
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    report: list[dict[str, Any]] = []
+    for name in names:
+        topic = described.get(name)
+        if topic is None or topic["error_code"]:
+            code = topic["error_code"] if topic else -1
+            why = "no such topic" if code == _UNKNOWN_TOPIC else describe_error(for_code(code)()) if code > 0 else "?"
+            report.append({"topic": name, "error": why})
+            continue
+        partitions = sorted(topic["partitions"], key=lambda p: p["partition"])
+        entries = config_of.get(name, {}).get("config_entries", [])
+        report.append({
+            "topic": name,
+            "replication_factor": len(partitions[0]["replicas"]) if partitions else 0,
+            "partitions": [{"partition": p["partition"], "leader": p["leader"], "replicas": p["replicas"],
+                            "isr": p["isr"], "end_offset": ends[TopicPartition(name, p["partition"])]}
+                           for p in partitions],
+            "configs": {e["config_names"]: e["config_value"] for e in entries
+                        if e["config_names"] in SHOWN_CONFIGS or e["config_source"] == _TOPIC_CONFIG_SOURCE},
+        })
+    return report
 
 
 async def _committed_offsets(admin: AIOKafkaAdminClient, group_id: str,

@@ -60,3 +60,23 @@ def test_config_show_names_each_setting_its_source_and_masks_the_password() -> N
     assert lines["max_batch_size"].split()[1:] == ["64", "(flag)"]
     assert lines["max_wait_ms"].split()[1:] == ["7", "(env)"]
     assert lines["batching"].split()[1:] == ["adaptive", "(default)"]
+
+
+def test_topics_describe_shows_partitions_end_offsets_and_configuration(kafka_bootstrap: str) -> None:
+    topics = Topics(kafka_bootstrap, partitions=3)
+    events = list(iter_synthetic_transactions(30, seed=4))
+    asyncio.run(publish(events, bootstrap=kafka_bootstrap, topic=topics.inputs))
+    done = _cli("topics", "describe", "--bootstrap", kafka_bootstrap, "--topic", topics.inputs, "--json")
+    assert done.returncode == 0, done.stderr
+    [topic] = json.loads(done.stdout)
+    assert topic["topic"] == topics.inputs and topic["replication_factor"] == 1
+    assert [p["partition"] for p in topic["partitions"]] == [0, 1, 2]
+    assert sum(p["end_offset"] for p in topic["partitions"]) == 30
+    assert all(p["isr"] == p["replicas"] and p["leader"] in p["replicas"] for p in topic["partitions"])
+    assert topic["configs"]["cleanup.policy"] == "delete" and int(topic["configs"]["max.message.bytes"]) > 0
+    text = _cli("topics", "describe", "--bootstrap", kafka_bootstrap, "--topic", topics.inputs,
+                "--topic", "no-such-topic-here")
+    assert text.returncode == 1  # one of them does not exist
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"{topics.inputs}: 3 partitions, replication 1")
+    assert lines[-1] == "no-such-topic-here: no such topic"
