@@ -58,6 +58,11 @@ def build_worker(settings: WorkerSettings) -> Worker:
             models[cast(InputKind, kind)] = model
     if not models:
         raise ModelError("no model configured: set a frame or transaction model")
+    if settings.tracing == "otel":
+        try:
+            import opentelemetry.trace  # noqa: F401
+        except ImportError:
+            raise ModelError("--tracing otel needs OpenTelemetry: pip install 'streaminfer[otel]'") from None
     device = resolve_device(settings.device)
     log.info(
         "worker %s: models %s on %s (%d intra-op threads per lane); topics %s -> %s (dead letters: %s)",

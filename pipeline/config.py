@@ -177,6 +177,11 @@ class WorkerSettings(KafkaSettings):
         None, ge=0, le=65535,
         description="serve Prometheus /metrics and the /healthz and /readyz probes on this port; unset: off",
     )
+    tracing: Literal["headers", "otel"] = Field(
+        "headers",
+        description="headers: carry each input's W3C traceparent to its result or dead letter; otel: also record "
+        "an OpenTelemetry span per record (the otel extra, and a tracer provider configured)",
+    )
     health_file: str | None = Field(
         None,
         description="touched every few seconds while the worker's event loop runs; "

@@ -27,6 +27,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from consumers.source import InputRecord
 from pipeline.outage import describe
 from pipeline.runner import Outcome as Inference
+from pipeline.tracing import HeaderTracer, OtelTracer
 from producers.sinks import OutRecord, max_request_bytes
 from schemas.codec import (
     MSGPACK,
@@ -71,7 +72,9 @@ class Outcomes:
         worker_id: str,
         content_type: str,
         limits: Limits,
+        tracer: HeaderTracer | OtelTracer | None = None,
     ) -> None:
+        """``tracer``: the trace context outcomes carry (see ``pipeline.tracing``)."""
         self.results_topic = results_topic
         self.dead_letter_topic = dead_letter_topic
         self.worker_id = worker_id
@@ -79,6 +82,20 @@ class Outcomes:
         self.max_record_bytes = max_request_bytes(limits.max_payload_bytes)
         self._content_type = content_type
         self._result_headers = tuple(content_type_headers(content_type))
+        self._tracer = tracer or HeaderTracer()
+
+    def _traced(self, source: InputRecord, outcome: str, model_name: str = "", batch_size: int = 0,
+                received_ms: int = 0, produced_ms: int = 0) -> tuple[tuple[str, bytes], ...]:
+        """The trace headers of ``source``'s outcome (none for a record without a trace
+        context, unless spans are recorded)."""
+        if not source.headers and not self._tracer.records_spans:
+            return ()
+        return self._tracer.outcome_headers(source.headers, start_ms=received_ms, end_ms=produced_ms, attributes={
+            "messaging.system": "kafka", "messaging.operation.type": "process",
+            "messaging.destination.name": source.topic, "messaging.destination.partition.id": str(source.partition),
+            "messaging.kafka.offset": source.offset, "streaminfer.outcome": outcome,
+            "streaminfer.model": model_name, "streaminfer.batch_size": batch_size,
+        } if self._tracer.records_spans else None)
 
     # -- in ------------------------------------------------------------------------
 
@@ -136,7 +153,9 @@ class Outcomes:
                 )
             except Exception as exc:
                 return self._unencodable(source, exc)
-            return Outcome(source, OutRecord(self.results_topic, value, source.key, self._result_headers))
+            headers = self._result_headers + self._traced(source, status, inference.model_name, batch_size,
+                                                          received_ms, produced_ms)
+            return Outcome(source, OutRecord(self.results_topic, value, source.key, headers))
         # built from values this worker made itself: no need to validate them again
         result = Result.model_construct(
             key=key,
@@ -158,7 +177,7 @@ class Outcomes:
             worker_id=self.worker_id,
             status=status,
         )
-        return self._encoded(source, result)
+        return self._encoded(source, result, received_ms, produced_ms)
 
     def skipped_stale(
         self, source: InputRecord, event: Frame, *, age_ms: int, max_age_ms: int, model_name: str,
@@ -169,12 +188,14 @@ class Outcomes:
                             inference_start_ms=closed_ms, inference_end_ms=closed_ms)
         return self._result(source, event, not_run, received_ms, closed_ms, produced_ms, 0, status="skipped_stale")
 
-    def _encoded(self, source: InputRecord, result: Result) -> Outcome:
+    def _encoded(self, source: InputRecord, result: Result, received_ms: int, produced_ms: int) -> Outcome:
         try:
             value = encode(result, self._content_type)
         except Exception as exc:
             return self._unencodable(source, exc)
-        return Outcome(source, OutRecord(self.results_topic, value, source.key, self._result_headers))
+        headers = self._result_headers + self._traced(source, result.status, result.model_name, result.batch_size,
+                                                      received_ms, produced_ms)
+        return Outcome(source, OutRecord(self.results_topic, value, source.key, headers))
 
     def _unencodable(self, source: InputRecord, exc: Exception) -> Outcome:
         return self.dead_letter(source, Reason.RESULT_ENCODING_FAILED, f"result could not be encoded: {describe(exc)}")
@@ -195,7 +216,8 @@ class Outcomes:
             original_sha256=hashlib.sha256(original).hexdigest() if truncated else None,
             truncated=truncated,
         )
-        record = OutRecord(self.dead_letter_topic, dl.original, source.key, tuple(dead_letter_headers(dl)))
+        headers = tuple(dead_letter_headers(dl)) + self._traced(source, f"dead_letter:{reason}")
+        record = OutRecord(self.dead_letter_topic, dl.original, source.key, headers)
         return Outcome(source, record, str(reason))
 
     def fit(self, outcome: Outcome) -> Outcome:

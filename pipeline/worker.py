@@ -47,6 +47,7 @@ from pipeline.outage import Outage, describe
 from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Outcome as Inference
 from pipeline.runner import Prepared, Runner
+from pipeline.tracing import OtelTracer
 from producers.sinks import Delivery, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
 from schemas.errors import DecodeError
@@ -122,6 +123,7 @@ class Worker:
             worker_id=settings.worker_id,
             content_type=settings.result_media_type,
             limits=settings.limits,
+            tracer=OtelTracer() if settings.tracing == "otel" else None,
         )
         self._outage = Outage(settings.broker_outage_deadline_s, clock=clock)
         self.checkpoint = Checkpoint(source, self._outage, settings.commit_interval_ms / 1000, clock)
