@@ -327,6 +327,23 @@ def _dead_letter_line(dl: DeadLetter) -> str:
     })
 
 
+def cmd_viewer(args: argparse.Namespace) -> int:
+    from pipeline.viewer import Viewer
+
+    viewer = Viewer(_kafka(args).client_kwargs(), args.results_topic, args.frames_topic or None,
+                    host=args.host, port=args.port, from_beginning=args.from_beginning)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await viewer.run(stop)
+
+    asyncio.run(serve())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -499,6 +516,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-worker-cwd", metavar="DIR",
                    help="also run the worker from this checkout, interleaved with this one")
     with_bootstrap(p).set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("viewer", help="a live web page: each video stream's latest frame with its labels, "
+                       "transaction scores, result rates and latency")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default: %(default)s)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--results-topic", default=DEFAULT_RESULTS_TOPIC, help="(default: %(default)s)")
+    p.add_argument("--frames-topic", default=DEFAULT_FRAMES_TOPIC,
+                   help="where the frames' pixels are read (default: %(default)s; '' for none)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="read both topics from their start (default: from their end, what comes next)")
+    with_bootstrap(p).set_defaults(func=cmd_viewer)
 
     p = sub.add_parser("demo", help="local broker + topics + workers + producers, then a summary")
     p.add_argument("--transactions", type=int, default=2000)

@@ -13,7 +13,6 @@ this worker has been answering records.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import math
@@ -24,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from pipeline.http_server import HttpServer
 
 if TYPE_CHECKING:
     from pipeline.worker import Worker
@@ -169,39 +170,19 @@ class MetricsServer:
         self.worker = worker
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(WorkerCollector(worker))
-        self._host, self._port = host, port
-        self._server: asyncio.Server | None = None
+        self._http = HttpServer(lambda path, _query: self._answer(path), host, port)
+        self._host = host
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._http.port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        await self._http.start()
         log.info("metrics and probes on http://%s:%d/metrics, /healthz, /readyz", self._host, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while await asyncio.wait_for(reader.readline(), 5) not in (b"\r\n", b"\n", b""):
-                pass  # headers: nothing here needs them
-            parts = request.decode("latin-1").split()
-            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
-            status, body, ctype = self._answer(path)
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await self._http.stop()
 
     def _answer(self, path: str) -> tuple[str, bytes, str]:
         text = "text/plain; charset=utf-8"
