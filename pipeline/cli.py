@@ -331,7 +331,8 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from pipeline.viewer import Viewer
 
     viewer = Viewer(_kafka(args).client_kwargs(), args.results_topic, args.frames_topic or None,
-                    host=args.host, port=args.port, from_beginning=args.from_beginning)
+                    host=args.host, port=args.port, from_beginning=args.from_beginning,
+                    port_file=Path(args.port_file) if args.port_file else None)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -519,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("viewer", help="a live web page: each video stream's latest frame with its labels, "
                        "transaction scores, result rates and latency")
-    p.add_argument("--port", type=int, default=8080, help="HTTP port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default: %(default)s; 0: any free one)")
+    p.add_argument("--port-file", help="write the port here once serving (with --port 0)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     p.add_argument("--results-topic", default=DEFAULT_RESULTS_TOPIC, help="(default: %(default)s)")
     p.add_argument("--frames-topic", default=DEFAULT_FRAMES_TOPIC,

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -132,8 +133,11 @@ class Viewer:
     """Reads ``results_topic`` and ``frames_topic``, serves the page on ``port``."""
 
     def __init__(self, client_kwargs: Mapping[str, object], results_topic: str, frames_topic: str | None,
-                 host: str = "0.0.0.0", port: int = 8080, from_beginning: bool = False) -> None:
+                 host: str = "0.0.0.0", port: int = 8080, from_beginning: bool = False,
+                 port_file: Path | None = None) -> None:
+        """``port_file``: where the port is written once the page is served (for port 0)."""
         self.state = ViewerState()
+        self._port_file = port_file
         self._client_kwargs = dict(client_kwargs)
         self._topics = [t for t in (results_topic, frames_topic) if t]
         self._results_topic = results_topic
@@ -166,6 +170,8 @@ class Viewer:
             for tp in partitions:
                 await consumer.position(tp)  # resolve now: "reading" means from here on
             await self._http.start()
+            if self._port_file is not None:
+                self._port_file.write_text(f"{self.port}\n")
             self.reading = True
             log.info("viewer on http://%s:%d/ (topics %s)", self._host, self.port, ", ".join(self._topics))
             while not stop.is_set():

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
@@ -86,8 +87,9 @@ def wait_for(what: str, condition: object, timeout_s: float, every_s: float = 2.
 @pytest.fixture(scope="module")
 def stack(base_images: None) -> Iterator[None]:
     compose("down", "-v", "--remove-orphans", check=False)
-    if port_taken(29092):
-        pytest.skip("port 29092 is taken on this host: the compose file publishes the broker there")
+    for port, what in ((29092, "the broker"), (8080, "the viewer")):
+        if port_taken(port):
+            pytest.skip(f"port {port} is taken on this host: the compose file publishes {what} there")
     started = time.monotonic()
     compose("build", timeout=1800)
     report("worker image build", f"{time.monotonic() - started:.0f}s")
@@ -207,6 +209,24 @@ def test_demo_results_and_our_own_from_the_host(stack: None) -> None:
     assert line.search(logs), logs[-2000:]
     assert frame.search(logs), logs[-2000:]
     assert re.search(r"summary: \d+ results in \d+\.\ds \([\d.]+/s\); .*e2e p50 \d+ ms", logs), logs[-2000:]
+
+
+def test_the_viewer_shows_the_demo_camera_with_labels(stack: None) -> None:
+    def demo_camera() -> dict | None:  # type: ignore[type-arg]
+        try:
+            with urllib.request.urlopen("http://localhost:8080/api/state", timeout=5) as response:
+                state = json.loads(response.read())
+        except OSError:
+            return None
+        return next((v for v in state["video"] if v["stream"] == "demo-camera" and v["labels"]), None)
+
+    wait_for("the demo camera on the viewer", lambda: demo_camera() is not None, 240)
+    camera = demo_camera()
+    assert camera is not None and camera["per_s"] > 0 and camera["p50_ms"] is not None
+    with urllib.request.urlopen(f"http://localhost:8080{camera['image']}", timeout=5) as response:
+        assert response.headers["Content-Type"] == "image/jpeg" and response.read(3) == b"\xff\xd8\xff"
+    with urllib.request.urlopen("http://localhost:8080/", timeout=5) as response:
+        assert b"/api/state" in response.read()
 
 
 def test_scale_one_three_one_while_input_flows(stack: None) -> None:
