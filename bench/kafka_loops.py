@@ -25,9 +25,9 @@ from pipeline.models import load_model, resolve_device
 from pipeline.outcomes import Outcomes
 from pipeline.runner import Runner
 from pipeline.topics import create_topics
-from pipeline.worker import wall_ms
 from schemas.codec import Limits
 from schemas.errors import DecodeError
+from schemas.models import wall_ms
 
 MAX_BYTES = 16 * 1024 * 1024
 

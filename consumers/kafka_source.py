@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import ConnectionGroup
@@ -10,7 +10,6 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from consumers.source import InputRecord, PartitionsCallback
-from pipeline.config import WorkerSettings
 
 __all__ = ["InputRecord", "KafkaSource"]
 
@@ -30,31 +29,48 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaSource:
     """Owns the ``AIOKafkaConsumer``. ``on_revoked`` is awaited before partitions move."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        client_kwargs: Mapping[str, object],
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        client_id: str,
+        auto_offset_reset: str = "earliest",
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 45_000,
+        max_prefetch_bytes: int = 16 * 1024 * 1024,
+        max_payload_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        """``client_kwargs``: bootstrap and security, as every client of the project takes them."""
+        self._client_kwargs = dict(client_kwargs)
+        self._topics = list(topics)
+        self._group_id, self._client_id = group_id, client_id
+        self._auto_offset_reset = auto_offset_reset
+        self._max_poll_interval_ms, self._session_timeout_ms = max_poll_interval_ms, session_timeout_ms
+        self._max_prefetch_bytes, self._max_payload_bytes = max_prefetch_bytes, max_payload_bytes
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
-        s = self._settings
         self._consumer = AIOKafkaConsumer(
-            **s.client_kwargs(),
-            group_id=s.group_id,
-            client_id=s.worker_id,
+            **self._client_kwargs,
+            group_id=self._group_id,
+            client_id=self._client_id,
             enable_auto_commit=False,
-            auto_offset_reset=s.auto_offset_reset,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-            session_timeout_ms=s.session_timeout_ms,
+            auto_offset_reset=self._auto_offset_reset,
+            max_poll_interval_ms=self._max_poll_interval_ms,
+            session_timeout_ms=self._session_timeout_ms,
             # revoking finishes in-flight batches (inference, acks, transactions) before the
             # partitions move: give it as long as a poll interval, not a session timeout
-            rebalance_timeout_ms=s.max_poll_interval_ms,
-            heartbeat_interval_ms=max(1000, s.session_timeout_ms // 4),
+            rebalance_timeout_ms=self._max_poll_interval_ms,
+            heartbeat_interval_ms=max(1000, self._session_timeout_ms // 4),
             # prefetch is bounded explicitly; the broker still returns a single record larger
             # than these limits whole, so no message is ever too big to be fetched
-            fetch_max_bytes=s.max_prefetch_bytes,
-            max_partition_fetch_bytes=min(s.max_prefetch_bytes, s.max_payload_bytes + 65_536),
+            fetch_max_bytes=self._max_prefetch_bytes,
+            max_partition_fetch_bytes=min(self._max_prefetch_bytes, self._max_payload_bytes + 65_536),
             isolation_level="read_committed",
         )
-        self._consumer.subscribe(s.input_topics, listener=_Listener(on_revoked, on_assigned))
+        self._consumer.subscribe(self._topics, listener=_Listener(on_revoked, on_assigned))
         await self._consumer.start()
 
     async def stop(self) -> None:

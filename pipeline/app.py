@@ -79,7 +79,12 @@ def build_worker(settings: WorkerSettings) -> Worker:
                         prepare_threads=settings.prepare_threads or prepare_threads())
     except ValueError as exc:  # a precision the device cannot run: configuration, exit 2
         raise ModelError(str(exc)) from None
-    source = KafkaSource(settings)
+    source = KafkaSource(
+        settings.client_kwargs(), settings.input_topics, group_id=settings.group_id, client_id=settings.worker_id,
+        auto_offset_reset=settings.auto_offset_reset, max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms, max_prefetch_bytes=settings.max_prefetch_bytes,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
     if settings.delivery == "exactly-once":
         transactions = PartitionTransactions(
             settings.client_kwargs(), settings.group_id, client_id=settings.worker_id,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import torch
 from pipeline.acceleration import Acceleration
 from pipeline.models.base import ItemRejected, Model
 from schemas.errors import DecodeError, Reason
-from schemas.models import Frame, InputKind, Transaction
+from schemas.models import Frame, InputKind, Transaction, wall_ms
 
 log = logging.getLogger("streaminfer.runner")
 
@@ -53,16 +52,13 @@ class Outcome:
     output_fields: tuple[str, ...] = ()
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 class Runner:
     def __init__(
         self,
         models: Mapping[InputKind, Model],
         device: torch.device,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = wall_ms,
         threads_per_lane: int = 0,
         acceleration: Acceleration | None = None,
         prepare_threads: int = 1,

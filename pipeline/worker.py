@@ -51,16 +51,13 @@ from pipeline.tracing import OtelTracer
 from producers.sinks import Delivery, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
 from schemas.errors import DecodeError
-from schemas.models import Frame, Transaction
+from schemas.models import Frame, Transaction, wall_ms
 
 log = logging.getLogger("streaminfer.worker")
 
 _POLL_MS = 100
 _POLL_GRACE_S = 5.0
 
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def poll_timeout_ms(deadline: float | None, now: float) -> int:

@@ -7,19 +7,15 @@ raw loan feature vector in ``features`` so ``builtin:lending-club-mlp`` can scor
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.models.lending_club import loan_label, loan_to_transaction
-from schemas.models import Transaction
+from schemas.models import Transaction, wall_ms
 
 PACKAGE, ITEM = "modeldata", "lending_club"
 _rows_cache: list[dict[str, Any]] | None = None
 
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def load_lending_club_rows() -> list[dict[str, Any]]:
@@ -46,7 +42,7 @@ def lending_club_labels() -> list[int]:
 
 
 def iter_lending_club_transactions(
-    count: int | None = None, *, clock_ms: Callable[[], int] = _wall_ms
+    count: int | None = None, *, clock_ms: Callable[[], int] = wall_ms
 ) -> Iterator[Transaction]:
     """The first ``count`` loans (all when None) as transactions, in table order."""
     if count is not None and count < 0:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import random
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from schemas.models import Transaction
+from schemas.models import Transaction, wall_ms
 
 Channel = Literal["card_present", "online", "atm", "transfer"]
 
@@ -32,16 +31,13 @@ RISKY_COUNTRIES = ("NG", "RU", "BR", "VN")
 RISKY_SHARE = 0.02
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def iter_synthetic_transactions(
     count: int | None,
     *,
     seed: int = 0,
     accounts: int = 200,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_ms,
 ) -> Iterator[Transaction]:
     """Endless when ``count`` is None; about 2% are large, foreign and online.
 

@@ -7,7 +7,6 @@ codec: it is numpy only and deterministic for a given ``seq``.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -15,16 +14,13 @@ import cv2
 import numpy as np
 
 from schemas.images import encode_image
-from schemas.models import Frame, FrameEncoding
+from schemas.models import Frame, FrameEncoding, wall_ms
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE = (320, 240)  # width, height
 
 Images = Generator[np.ndarray, None, None]
 
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def synthetic_image(seq: int, width: int = 320, height: int = 240) -> np.ndarray:
@@ -142,7 +138,7 @@ def iter_video_frames(
     encoding: FrameEncoding = FrameEncoding.JPEG,
     width: int | None = None,
     height: int | None = None,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_ms,
 ) -> Iterator[Frame]:
     """Frames from ``synthetic``, a camera index (digits) or a video file path.
 

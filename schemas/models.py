@@ -6,6 +6,7 @@ transactions side by side; a worker routes each item to the model for its kind.
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -73,6 +74,11 @@ class Transaction(_Wire):
 
 InputEvent = Annotated[Frame | Transaction, Field(discriminator="kind")]
 InputKind = Literal["frame", "transaction"]
+
+
+def wall_ms() -> int:
+    """Now as Unix epoch milliseconds: the clock of every ``Timings`` field and event time."""
+    return time.time_ns() // 1_000_000
 
 
 class Timings(_Wire):

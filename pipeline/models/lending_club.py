@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import nn
 
 from pipeline.models.base import ItemRejected, ModelError, TorchModule
 from schemas.errors import Reason
-from schemas.models import Frame, InputKind, Transaction
+from schemas.models import Frame, InputKind, Transaction, wall_ms
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_PATH = WEIGHTS_DIR / "lending_club_mlp.pt"
@@ -121,12 +120,9 @@ def loan_label(row: Mapping[str, object]) -> int:
     return 1 if _text(row, "Class") == "bad" else 0
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def loan_to_transaction(
-    index: int, row: Mapping[str, object], clock_ms: Callable[[], int] = _wall_ms
+    index: int, row: Mapping[str, object], clock_ms: Callable[[], int] = wall_ms
 ) -> Transaction:
     """One loan as a credit event: the funded amount moves by transfer, features ride along."""
     purpose = row.get("purpose")
