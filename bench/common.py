@@ -9,8 +9,9 @@ import platform
 import signal
 import statistics
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pipeline.config import WorkerSettings
@@ -104,3 +105,25 @@ def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
             "platform": platform.platform()}
+
+
+class Progress:
+    """``[k/N, elapsed, ~left]`` before each step's line of a long bench run (the time left
+    from the mean step so far)."""
+
+    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.done = total, 0
+        self._clock = clock
+        self._started = clock()
+
+    def step(self, text: str) -> str:
+        self.done += 1
+        elapsed = self._clock() - self._started
+        left = elapsed / self.done * (self.total - self.done)
+        line = f"[{self.done}/{self.total}, {_mmss(elapsed)} elapsed, ~{_mmss(left)} left] {text}"
+        print(line, flush=True)
+        return line
+
+
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"

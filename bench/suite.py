@@ -19,13 +19,13 @@ from typing import Any
 import torch
 
 from bench import codec, kafka_loops, model_ceiling, pipeline_runs
-from bench.common import backlog, items, machine, spread, spread_text
+from bench.common import Progress, backlog, items, machine, spread, spread_text
 
 LOADS = (0.25, 0.5, 1.0, 2.0)
 
 
 def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best: dict[str, int],
-                baseline_cwd: str | None) -> dict[str, Any]:
+                baseline_cwd: str | None, progress: Progress) -> dict[str, Any]:
     topic = asyncio.run(backlog(bootstrap, kind, items(kind, n)))
     model = model_ceiling.ModelBench(kind, model_ceiling.ITEMS[kind])
     contenders: dict[str, Callable[[], float]] = {
@@ -54,7 +54,7 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
                 value = measure()
                 torch.set_num_threads(default_threads)
                 runs[name].append(round(value, 1))
-                print(f"  {kind:<11} rep {rep}: {name:<44} {value:>10,.1f}/s", flush=True)
+                progress.step(f"{kind:<11} rep {rep}: {name:<44} {value:>10,.1f}/s")
     finally:
         model.runner.stop()
     return {"backlog": n, "topic": topic, "per_s": runs, "spread": {k: spread(v) for k, v in runs.items()}}
@@ -74,7 +74,8 @@ def _ratios(kind: str, per_s: dict[str, list[float]]) -> dict[str, float]:
     return ratios
 
 
-def _latency(bootstrap: str, kind: str, capacity: float, seconds: float) -> list[dict[str, Any]]:
+def _latency(bootstrap: str, kind: str, capacity: float, seconds: float,
+             progress: Progress) -> list[dict[str, Any]]:
     rows = []
     for load in LOADS:
         for batching in ("adaptive", "fixed"):
@@ -82,9 +83,9 @@ def _latency(bootstrap: str, kind: str, capacity: float, seconds: float) -> list
             row |= {"load": load, "batching": batching}
             rows.append(row)
             e2e = row["stages_ms"]["end_to_end"]
-            print(f"  {kind:<11} {load:>4}x capacity ({row['rate_per_s']:,.0f}/s) {batching:<8}: end to end "
-                  f"p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} max {e2e['max']} ms, mean batch {row['mean_batch_size']}",
-                  flush=True)
+            progress.step(f"{kind:<11} {load:>4}x capacity ({row['rate_per_s']:,.0f}/s) {batching:<8}: end to end "
+                          f"p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} max {e2e['max']} ms, "
+                          f"mean batch {row['mean_batch_size']}")
     return rows
 
 
@@ -92,20 +93,27 @@ def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int =
             latency_seconds: float = 6.0, baseline_cwd: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {"machine": machine(), "reps": reps, "kinds": {}}
+    # steps: decoding, a sweep per kind, each kind's 6 contenders (7 with a baseline checkout)
+    # per repetition, and per kind both batchings at every load
+    per_kind = 6 + (1 if baseline_cwd else 0)
+    steps = 1 + 2 + 2 * reps * per_kind + 2 * 2 * len(LOADS)
+    progress = Progress(steps)
     print("input decoding: msgspec fast path against pydantic alone", flush=True)
     report["decoding"] = codec.run_codec()
+    progress.step("input decoding")
     for kind, n, naive_n in (("transaction", transactions, 1000), ("frame", frames, 40)):
         print(f"{kind}: model sweep", flush=True)
         sweep = model_ceiling.sweep(kind)
+        progress.step(f"{kind}: model sweep")
         print(f"{kind}: throughput, {reps} interleaved repetitions", flush=True)
-        throughput = _throughput(bootstrap, kind, n, naive_n, reps, sweep["best"], baseline_cwd)
+        throughput = _throughput(bootstrap, kind, n, naive_n, reps, sweep["best"], baseline_cwd, progress)
         report["kinds"][kind] = {"model": sweep, "throughput": throughput,
                                  "ratios": _ratios(kind, throughput["per_s"])}
     for kind in ("transaction", "frame"):
         capacity = statistics.median(report["kinds"][kind]["throughput"]["per_s"]["worker, defaults"])
         print(f"{kind}: latency at {', '.join(f'{x}x' for x in LOADS)} of a worker's capacity "
               f"({capacity:,.0f}/s)", flush=True)
-        report["kinds"][kind]["latency"] = _latency(bootstrap, kind, capacity, latency_seconds)
+        report["kinds"][kind]["latency"] = _latency(bootstrap, kind, capacity, latency_seconds, progress)
     report["seconds"] = round(time.monotonic() - started, 1)
     _summary(report)
     write(report, out_dir / "bench.json")

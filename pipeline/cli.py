@@ -237,6 +237,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             content_type=content_type,
             label=label,
             security=_kafka(args).client_kwargs(),
+            total=args.count,
         )
     )
     if report is None:  # SIGTERM/SIGINT: what was sent is flushed by the producer's stop

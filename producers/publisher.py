@@ -49,9 +49,18 @@ def pacing_delay_s(sent: int, started_at: float, now: float, rate_per_s: float |
     return max(0.0, started_at + sent / rate_per_s - now)
 
 
-def progress_line(label: str, sent: int, elapsed_s: float) -> str:
+BAR_WIDTH = 24
+
+
+def progress_line(label: str, sent: int, elapsed_s: float, total: int | None = None) -> str:
+    """``label: N sent (R/s)``; with a known ``total``, a bar, the share done and the time left."""
     rate = sent / elapsed_s if elapsed_s > 0 else 0.0
-    return f"\r{label}: {sent} sent ({rate:.0f}/s)"
+    if not total:
+        return f"\r{label}: {sent} sent ({rate:.0f}/s)"
+    done = min(1.0, sent / total)
+    filled = round(done * BAR_WIDTH)
+    left = f"{(total - sent) / rate:.0f}s left" if rate > 0 and sent < total else ("done" if sent >= total else "")
+    return f"\r{label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {sent}/{total} {done:4.0%} ({rate:.0f}/s) {left}"
 
 
 class _Progress:
@@ -63,8 +72,10 @@ class _Progress:
         enabled: bool,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        total: int | None = None,
     ) -> None:
         self.label = label
+        self.total = total
         self.enabled = enabled
         # looked up now, not at import, so a redirected or captured stderr is honoured
         self.stream = stream or sys.stderr
@@ -76,12 +87,12 @@ class _Progress:
         if not self.enabled or (self._last is not None and now - self._last < PROGRESS_INTERVAL_S):
             return
         self._last = now
-        self.stream.write(progress_line(self.label, sent, elapsed_s))
+        self.stream.write(progress_line(self.label, sent, elapsed_s, self.total))
         self.stream.flush()
 
     def finish(self, sent: int, elapsed_s: float) -> None:
         if self.enabled:
-            self.stream.write(progress_line(self.label, sent, elapsed_s) + "\n")
+            self.stream.write(progress_line(self.label, sent, elapsed_s, self.total) + "\n")
             self.stream.flush()
 
 
@@ -95,15 +106,17 @@ async def publish(
     progress: bool | None = None,
     label: str = "events",
     security: Mapping[str, Any] | None = None,
+    total: int | None = None,
 ) -> PublishReport:
     """Send every event and return only once the broker acknowledged all of them.
 
     Idempotence with ``acks="all"`` keeps retries from duplicating or reordering events
-    within a key. Progress defaults to on for a terminal and off for logs and pipes.
+    within a key. Progress defaults to on for a terminal and off for logs and pipes; with
+    ``total`` (the count expected) it is a bar with the time left.
     """
     if rate_per_s is not None and not rate_per_s > 0:
         raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
-    show = _Progress(label, sys.stderr.isatty() if progress is None else progress)
+    show = _Progress(label, sys.stderr.isatty() if progress is None else progress, total=total)
     headers = content_type_headers(content_type)
     producer = AIOKafkaProducer(
         **{**(security or {}), "bootstrap_servers": bootstrap},  # TLS/SASL: KafkaSettings.client_kwargs()

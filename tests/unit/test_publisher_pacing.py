@@ -42,6 +42,12 @@ def test_progress_line_overwrites_itself_and_shows_the_rate() -> None:
     assert progress_line("frames", 120, 4.0) == "\rframes: 120 sent (30/s)"
 
 
+def test_with_a_total_the_progress_line_is_a_bar_with_the_time_left() -> None:
+    assert progress_line("tx", 250, 5.0, total=1000) == "\rtx [######..................] 250/1000  25% (50/s) 15s left"
+    assert progress_line("tx", 1000, 10.0, total=1000).endswith("1000/1000 100% (100/s) done")
+    assert progress_line("tx", 0, 0.0, total=10) == "\rtx [........................] 0/10   0% (0/s) "
+
+
 def test_progress_is_throttled_and_ends_with_one_newline() -> None:
     out = io.StringIO()
     now = [0.0]
@@ -107,3 +113,15 @@ def test_a_paced_event_is_taken_from_its_source_at_its_send_time_not_a_period_be
     assert len(sent) == 5
     # each event is made just before it is sent (not 100 ms, one period, before)
     assert max(s - m for m, s in zip(made, sent, strict=True)) < 0.05, [s - m for m, s in zip(made, sent, strict=True)]
+
+
+def test_bench_progress_counts_steps_and_estimates_the_time_left(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.common import Progress
+
+    now = [0.0]
+    progress = Progress(4, clock=lambda: now[0])
+    now[0] = 30.0
+    assert progress.step("first") == "[1/4, 0:30 elapsed, ~1:30 left] first"
+    now[0] = 90.0
+    assert progress.step("second") == "[2/4, 1:30 elapsed, ~1:30 left] second"
+    assert capsys.readouterr().out.splitlines()[-1].endswith("second")
