@@ -9,7 +9,11 @@ the same names from what CI can reach, so the project's files run unchanged:
   on ``PATH``, trusting this machine's CA bundle so ``pip`` works inside ``docker build``;
 - ``apache/kafka:<pinned>``: the jars the local broker resolves from Maven Central on Debian's
   JRE, configured from ``KAFKA_*`` variables the way the official image documents, with the
-  ``/opt/kafka/bin`` tools the compose healthcheck calls.
+  ``/opt/kafka/bin`` tools the compose healthcheck calls;
+- ``prom/prometheus:<pinned>`` (the compose ``observability`` profile): Debian's
+  ``prometheus`` package with the official image's entrypoint, user and data directory.
+  Grafana has no Debian package and no stand-in: its dashboard's queries are checked
+  against this Prometheus instead.
 
 A machine that has or can pull the real images never builds these. Built images are saved
 under ``~/.cache/streaminfer/docker``, keyed by their inputs, and loaded from there by a fresh
@@ -34,6 +38,7 @@ from pipeline.kafka_version import KAFKA_IMAGE, KAFKA_VERSION
 from tests.integration.kafka_fixture import image_unavailable
 
 PYTHON_IMAGE = "python:3.11-slim"
+PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"  # as docker-compose.yml pins it (a test keeps them equal)
 LABEL = "org.streaminfer.standin"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -96,6 +101,20 @@ WORKDIR /opt/kafka
 EXPOSE 9092
 LABEL {label}={digest}
 CMD ["/etc/kafka/docker/run"]
+"""
+
+_PROMETHEUS_DOCKERFILE = """\
+FROM {base}
+RUN apt-get update -q \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && mkdir -p /prometheus /etc/prometheus && chown nobody:nogroup /prometheus
+USER nobody
+WORKDIR /prometheus
+EXPOSE 9090
+LABEL {label}={digest}
+ENTRYPOINT ["/usr/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
 """
 
 # The official image's run script: KAFKA_* variables become server properties (strip the
@@ -202,6 +221,7 @@ def _write_kafka_context(ctx: Path) -> None:
 STANDINS: dict[str, tuple[str, Callable[[Path], None]]] = {
     PYTHON_IMAGE: (_PYTHON_DOCKERFILE, _write_python_context),
     KAFKA_IMAGE: (_KAFKA_DOCKERFILE, _write_kafka_context),
+    PROMETHEUS_IMAGE: (_PROMETHEUS_DOCKERFILE, lambda ctx: None),
 }
 
 
@@ -211,7 +231,7 @@ def digest(image: str) -> str:
     h.update(image.encode())
     if image == PYTHON_IMAGE:
         h.update(CA_BUNDLE.read_bytes())
-    else:
+    elif image == KAFKA_IMAGE:
         h.update(KAFKA_VERSION.encode())
         for jar in sorted(resolve_jars().iterdir()):
             h.update(f"{jar.name} {jar.stat().st_size}\n".encode())

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from schemas.models import Transaction
 from tests.docker.conftest import ARTIFACTS, ROOT, report
+from tests.docker.standins import PROMETHEUS_IMAGE
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -86,8 +88,8 @@ def wait_for(what: str, condition: object, timeout_s: float, every_s: float = 2.
 
 @pytest.fixture(scope="module")
 def stack(base_images: None) -> Iterator[None]:
-    compose("down", "-v", "--remove-orphans", check=False)
-    for port, what in ((29092, "the broker"), (8080, "the viewer")):
+    compose("--profile", "observability", "down", "-v", "--remove-orphans", check=False)
+    for port, what in ((29092, "the broker"), (8080, "the viewer"), (9090, "Prometheus")):
         if port_taken(port):
             pytest.skip(f"port {port} is taken on this host: the compose file publishes {what} there")
     started = time.monotonic()
@@ -99,7 +101,7 @@ def stack(base_images: None) -> Iterator[None]:
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "compose.log").write_text(compose("logs", "--no-color", "--timestamps", check=False).stdout)
-        compose("down", "-v", "--remove-orphans", timeout=300)
+        compose("--profile", "observability", "down", "-v", "--remove-orphans", timeout=300)
         left = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"],
             capture_output=True, text=True, check=True,
@@ -227,6 +229,58 @@ def test_the_viewer_shows_the_demo_camera_with_labels(stack: None) -> None:
         assert response.headers["Content-Type"] == "image/jpeg" and response.read(3) == b"\xff\xd8\xff"
     with urllib.request.urlopen("http://localhost:8080/", timeout=5) as response:
         assert b"/api/state" in response.read()
+
+
+def _prometheus(path: str, **params: str) -> dict:  # type: ignore[type-arg]
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"http://localhost:9090/api/v1/{path}?{query}", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_observability_profile_scrapes_every_worker_and_answers_the_dashboard(stack: None) -> None:
+    """Prometheus from the profile finds each worker replica by DNS and scrapes it; every
+    query of the provisioned Grafana dashboard returns series from them. (Grafana itself
+    has no stand-in image offline: its dashboard is checked through its queries.)"""
+    config = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert config["prometheus"]["image"] == PROMETHEUS_IMAGE
+    assert config["prometheus"]["profiles"] == config["grafana"]["profiles"] == ["observability"]
+    compose("--profile", "observability", "up", "-d", "prometheus", timeout=600)
+    workers = containers("worker")
+
+    def scraped() -> bool:
+        try:
+            targets = _prometheus("targets")["data"]["activeTargets"]
+        except OSError:
+            return False
+        return len([t for t in targets if t["health"] == "up"]) == len(workers)
+
+    wait_for(f"Prometheus scraping {len(workers)} workers", scraped, 120)
+    # a malformed message, so the dead-letter panel has a reason to show
+    asyncio.run(_publish_raw(b"\xc1 not msgpack"))
+    dashboard = json.loads((ROOT / "deploy/observability/grafana/dashboards/streaminfer.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+    def answered(expr: str) -> bool:
+        try:
+            body = _prometheus("query", query=expr)
+        except OSError:
+            return False
+        return body["status"] == "success" and len(body["data"]["result"]) > 0
+
+    for expr in queries:
+        wait_for(f"the dashboard query {expr!r} to return series", lambda e=expr: answered(e), 120)  # type: ignore[misc]
+    compose("--profile", "observability", "stop", "prometheus", check=False)
+
+
+async def _publish_raw(value: bytes) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=HOST_BOOTSTRAP)
+    await producer.start()
+    try:
+        await producer.send_and_wait(DEFAULT_TRANSACTIONS_TOPIC, value)
+    finally:
+        await producer.stop()
 
 
 def test_scale_one_three_one_while_input_flows(stack: None) -> None:
