@@ -10,8 +10,9 @@ RUN apt-get update -q \
 
 # dependencies first, so code and README edits do not reinstall torch
 COPY pyproject.toml ./
-RUN mkdir -p pipeline consumers producers schemas \
+RUN mkdir -p pipeline consumers producers schemas devtools \
     && touch README.md pipeline/__init__.py consumers/__init__.py producers/__init__.py schemas/__init__.py \
+       devtools/__init__.py \
     && pip install . && pip uninstall -y streaminfer
 
 COPY README.md ./
@@ -19,6 +20,7 @@ COPY pipeline ./pipeline
 COPY consumers ./consumers
 COPY producers ./producers
 COPY schemas ./schemas
+COPY devtools ./devtools
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 streaminfer
 

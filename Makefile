@@ -28,8 +28,8 @@ integration: install  ## integration tests only
 
 lint: install  ## ruff and mypy
 	$(PY) -m pip install -q ruff mypy
-	$(VENV)/bin/ruff check pipeline consumers producers schemas tests
-	$(VENV)/bin/mypy pipeline consumers producers schemas
+	$(VENV)/bin/ruff check pipeline consumers producers schemas devtools bench tests
+	$(VENV)/bin/mypy pipeline consumers producers schemas devtools bench
 
 demo: install  ## local broker + topics + 2 workers + both producers, then a summary
 	$(PY) -m pipeline demo

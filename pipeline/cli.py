@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from pipeline.broker import BrokerError
+from devtools.broker import BrokerError
 from pipeline.commands import bench, broker, config, demo, lag, produce, results, topics, viewer, worker
 from pipeline.exceptions import ModelError, WorkerExit
 from pipeline.logs import formatter, mask

@@ -29,14 +29,11 @@ if str(ROOT) not in sys.path:
 
 from pipeline.models.lending_club import (  # noqa: E402
     DATA_SOURCE,
-    FEATURE_SPEC,
     WEIGHTS_DIR,
     build_mlp,
-    loan_features,
-    loan_label,
-    roc_auc,
     standardise,
 )
+from producers.lending_club_source import FEATURE_SPEC, loan_features, loan_label  # noqa: E402
 
 HIDDEN = (32, 16)
 HELDOUT_FRACTION = 0.2
@@ -45,6 +42,28 @@ BATCH_SIZE = 128
 LR = 1e-3
 WEIGHT_DECAY = 1e-2
 
+
+
+def roc_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney U) formula; tied scores share their average rank."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"roc_auc: {y.size} labels but {s.size} scores")
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("roc_auc needs at least one positive and one negative label")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(s.size, dtype=np.float64)
+    # boundaries of runs of equal scores; each run gets the mean of its 1-based ranks
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    avg = (starts + 1 + ends) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, heldout): ``fraction`` of each class held out, chosen by a seeded shuffle."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.broker import BrokerError, LocalBroker
+from devtools.broker import BrokerError, LocalBroker
 
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import SecretStr
 
-from pipeline.broker import LocalBroker
+from devtools.broker import LocalBroker
 from pipeline.config import KafkaSettings, WorkerSettings
 
 T = TypeVar("T")

@@ -16,7 +16,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from devtools.demo import run_demo
 
     return run_demo(
         transactions=args.transactions, frames=args.frames, workers=args.workers,

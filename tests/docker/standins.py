@@ -33,8 +33,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.broker import default_cache_dir, resolve_jars
-from pipeline.kafka_version import KAFKA_IMAGE, KAFKA_VERSION
+from devtools.broker import default_cache_dir, resolve_jars
+from devtools.kafka_version import KAFKA_IMAGE, KAFKA_VERSION
 from tests.integration.kafka_fixture import image_unavailable
 
 PYTHON_IMAGE = "python:3.11-slim"

@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from consumers.results_reader import read_results, until
-from pipeline.broker import port_taken
+from devtools.broker import port_taken
 from pipeline.config import DEFAULT_RESULTS_TOPIC, DEFAULT_TOPICS, DEFAULT_TRANSACTIONS_TOPIC
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions

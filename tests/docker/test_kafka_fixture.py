@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import listed_broker_ids
-from pipeline.kafka_version import KAFKA_IMAGE
+from devtools.broker import listed_broker_ids
+from devtools.kafka_version import KAFKA_IMAGE
 from tests.integration.kafka_fixture import BrokerFallbackWarning, kafka_for_tests
 
 

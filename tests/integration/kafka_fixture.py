@@ -22,8 +22,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.broker import LocalBroker, free_port, listed_broker_ids
-from pipeline.kafka_version import KAFKA_IMAGE
+from devtools.broker import LocalBroker, free_port, listed_broker_ids
+from devtools.kafka_version import KAFKA_IMAGE
 
 
 def docker_engine_answers() -> bool:

@@ -22,7 +22,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumers.results_reader import read_dead_letters
-from pipeline.broker import LocalBroker
+from devtools.broker import LocalBroker
 from pipeline.config import KafkaSettings
 from pipeline.topics import create_topics
 from producers.publisher import publish

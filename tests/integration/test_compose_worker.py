@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from devtools.kafka_version import KAFKA_IMAGE
 from pipeline.cli import build_parser
 from pipeline.config import WorkerSettings
-from pipeline.kafka_version import KAFKA_IMAGE
 from producers.publisher import publish
 from producers.transaction_source import iter_synthetic_transactions
 from producers.video_source import iter_video_frames

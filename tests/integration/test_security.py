@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import LocalBroker
+from devtools.broker import LocalBroker
 from tests.integration.workers import WorkerProcess, wait_until
 from tests.tls import Pki, make_pki
 

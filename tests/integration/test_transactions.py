@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from pipeline.broker import LocalBroker
+from devtools.broker import LocalBroker
 from pipeline.config import KafkaSettings
 from pipeline.topics import create_topics
 from producers.transactional import (

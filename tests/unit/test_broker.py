@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import (
+from devtools.broker import (
     BrokerError,
     BrokerState,
     ClusterConfig,

