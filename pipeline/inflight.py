@@ -34,6 +34,8 @@ class Sent:
     items: tuple[WorkItem, ...]
     # exactly-once: no delivery yet (None), the outcomes go out in a transaction
     outcomes: tuple[tuple[Outcome, Delivery | None], ...]
+    # time.perf_counter() when the outcomes were handed to the producer (the produce histogram)
+    sent_at: float = 0.0
 
 
 class InFlight:

@@ -143,6 +143,10 @@ class WorkerCollector:
         for kind, histogram in sorted(w.end_to_end.items()):
             e2e.add_metric([kind], histogram.buckets(), histogram.total)
         yield e2e
+        produce = HistogramMetricFamily("streaminfer_produce_seconds",
+                                        "a batch's results and dead letters handed to the producer until all acked")
+        produce.add_metric([], w.produce_s.buckets(), w.produce_s.total)
+        yield produce
         yield GaugeMetricFamily("streaminfer_inflight_records", "records polled and not yet answered",
                                 value=w.in_flight())
         lag = GaugeMetricFamily("streaminfer_consumer_lag", "records behind the end of each assigned partition",

@@ -139,6 +139,8 @@ class Worker:
         # for /metrics: per lane, end to end per kind, where each partition was read up to
         self._lane_metrics = {topic: LaneMetrics() for topic in self._lanes}
         self.end_to_end: dict[str, Histogram] = {}
+        # a batch's outcomes handed to the producer -> every one acked (or committed in its transaction)
+        self.produce_s = Histogram()
         self._positions: dict[tuple[str, int], int] = {}
         self._running = False
 
@@ -439,10 +441,11 @@ class Worker:
                 e2e = self.end_to_end.get(item.event.kind) or self.end_to_end.setdefault(item.event.kind, Histogram())
                 e2e.observe((produced_ms - item.event.event_time_ms) / 1000)
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
-            await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes)))
+            await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
             return
+        sent_at = time.perf_counter()
         deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
-        await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True))))
+        await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
 
     async def _infer(self, lane: _Lane, items: list[WorkItem],
                      prepared: asyncio.Future[Prepared] | None) -> list[Inference]:
@@ -492,6 +495,7 @@ class Worker:
                     await self._deliver_at_least_once(sent)
                 else:
                     await self._exactly_once.deliver(sent)
+                self.produce_s.observe(time.perf_counter() - sent.sent_at)
             finally:
                 self._deliveries.task_done()
 

@@ -87,6 +87,9 @@ def test_metrics_count_what_was_sent_and_readyz_turns_ready(
     batches = sum(_value(text, "streaminfer_batches_total", f'{{{lane},reason="{r}"}}') for r in reasons)
     # every batch ran through the model once (no dead letters here)
     assert batches > 0 and _value(text, "streaminfer_inference_seconds_count", f"{{{lane}}}") == batches
+    # each batch's outcomes were acked once: one produce observation per batch, none slower than the sum
+    assert _value(text, "streaminfer_produce_seconds_count") == batches
+    assert 0 < _value(text, "streaminfer_produce_seconds_sum") < 60
     assert 1 <= _value(text, "streaminfer_batch_size_cap", f'{{lane="{topics.inputs}"}}') <= 8
     assert _value(text, "streaminfer_seconds_to_drain") == 0.0
     assert sum(_value(text, "streaminfer_consumer_lag", f'{{partition="{p}",topic="{topics.inputs}"}}')
