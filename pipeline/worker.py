@@ -495,7 +495,7 @@ class Worker:
                     await self._deliver_at_least_once(sent)
                 else:
                     await self._exactly_once.deliver(sent)
-                self.produce_s.observe(time.perf_counter() - sent.sent_at)
+                    self.produce_s.observe(time.perf_counter() - sent.sent_at)
             finally:
                 self._deliveries.task_done()
 
@@ -503,6 +503,7 @@ class Worker:
         for outcome, delivery in sent.outcomes:
             assert delivery is not None
             self.stats.count(await self._delivered(outcome, delivery))
+        self.produce_s.observe(time.perf_counter() - sent.sent_at)  # before any await: counted with the results
         self._outage.ok()  # once per batch: every outcome of it got through
         self.stats.batches += 1
         if all(self._inflight.current(it) for it in sent.items):
