@@ -40,9 +40,6 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-
 from devtools.kafka_version import KAFKA_VERSION, LOG4J_VERSION, SCALA_VERSION
 
 HOST = "127.0.0.1"
@@ -732,6 +729,9 @@ class LocalBroker:
 
 async def listed_broker_ids(bootstrap: str) -> set[int]:
     """The node ids the cluster's metadata lists as brokers; empty while it does not answer."""
+    from aiokafka.admin import AIOKafkaAdminClient  # here: `streaminfer --help` starts without aiokafka
+    from aiokafka.errors import KafkaError
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=METADATA_REQUEST_TIMEOUT_MS)
     try:
         await admin.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 
-import cv2
 import numpy as np
 
 from schemas.errors import DecodeError, Reason
@@ -59,6 +58,8 @@ def decode_pixels(frame: Frame) -> np.ndarray | DecodeError:
         return np.frombuffer(frame.data, dtype=np.uint8).reshape(
             frame.height, frame.width, frame.channels
         )
+    import cv2  # here: the codec and the CLI start without OpenCV (about 0.1 s)
+
     flag = cv2.IMREAD_COLOR if frame.channels == 3 else cv2.IMREAD_GRAYSCALE
     image = cv2.imdecode(np.frombuffer(frame.data, dtype=np.uint8), flag)
     if image is None:
@@ -76,6 +77,8 @@ def decode_pixels(frame: Frame) -> np.ndarray | DecodeError:
 def encode_image(image: np.ndarray, encoding: FrameEncoding, quality: int = 90) -> bytes:
     if encoding is FrameEncoding.RAW:
         return np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+    import cv2
+
     ext, params = (
         (".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
         if encoding is FrameEncoding.JPEG
