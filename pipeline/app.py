@@ -11,7 +11,7 @@ from typing import cast
 
 from consumers.kafka_source import KafkaSource
 from pipeline.config import WorkerSettings
-from pipeline.exceptions import ModelError
+from pipeline.exceptions import ConfigurationError, ModelError
 from pipeline.health import heartbeat
 from pipeline.kafka_access import check_access
 from pipeline.models import Model, load_model, resolve_device
@@ -62,7 +62,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
         try:
             import opentelemetry.trace  # noqa: F401
         except ImportError:
-            raise ModelError("--tracing otel needs OpenTelemetry: pip install 'streaminfer[otel]'") from None
+            raise ConfigurationError("--tracing otel needs OpenTelemetry: pip install 'streaminfer[otel]'") from None
     device = resolve_device(settings.device)
     log.info(
         "worker %s: models %s on %s (%d intra-op threads per lane); topics %s -> %s (dead letters: %s)",

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from devtools.broker import BrokerError
 from pipeline.commands import bench, broker, config, demo, lag, produce, results, topics, viewer, worker
-from pipeline.exceptions import ModelError, WorkerExit
+from pipeline.exceptions import ConfigurationError, ModelError, WorkerExit
 from pipeline.logs import formatter, mask
 from pipeline.outage import install_rate_limit
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ValidationError as exc:
         return _ended(args, "error", _one_line(exc), 2)
-    except (BrokerError, ModelError) as exc:
+    except (BrokerError, ModelError, ConfigurationError) as exc:
         return _ended(args, "error", str(exc), 2)
     except WorkerExit as exc:
         return _ended(args, "fatal", str(exc), exc.exit_code)

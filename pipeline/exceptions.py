@@ -12,6 +12,10 @@ from __future__ import annotations
 from pipeline.outage import describe
 
 
+class ConfigurationError(Exception):
+    """A setting that cannot work (a topic that does not exist, a missing extra): exit 2."""
+
+
 class ModelError(Exception):
     """A model could not be loaded or returned something unusable. Names model and problem."""
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from pipeline.exceptions import ConfigurationError
 from pipeline.http_server import HttpServer
 from schemas.codec import decode_input, decode_result
 from schemas.errors import DecodeError
@@ -157,11 +158,12 @@ class Viewer:
                                     auto_offset_reset=self._offset_reset)
         await consumer.start()
         try:
-            partitions = [TopicPartition(t, p) for t in self._topics for p in consumer.partitions_for_topic(t) or ()]
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = [TopicPartition(t, p) for t in self._topics
-                              for p in consumer.partitions_for_topic(t) or ()]
+            cluster = await consumer._client.fetch_all_metadata()  # every topic's partitions, now
+            if missing := [t for t in self._topics if not cluster.partitions_for_topic(t)]:
+                where = self._client_kwargs.get("bootstrap_servers")
+                raise ConfigurationError(f"the viewer's topics {missing} do not exist on {where} "
+                                         "(streaminfer topics create)")
+            partitions = [TopicPartition(t, p) for t in self._topics for p in cluster.partitions_for_topic(t) or ()]
             consumer.assign(partitions)
             if self._offset_reset == "latest":
                 await consumer.seek_to_end(*partitions)

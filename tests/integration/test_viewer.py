@@ -48,18 +48,19 @@ def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
 def test_the_page_shows_a_published_frame_with_its_label(frame_topics: Topics, tmp_path: Path) -> None:
-    port_file = tmp_path / "port"
+    port_file, log = tmp_path / "port", tmp_path / "viewer.log"
+    log_file = log.open("wb")
     viewer = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "viewer", "--bootstrap", frame_topics.bootstrap, "--port", "0",
          "--host", "127.0.0.1", "--results-topic", frame_topics.results, "--frames-topic", frame_topics.inputs,
          "--port-file", str(port_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ},
+        stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ},
     )
     worker = WorkerProcess("viewed", frame_topics.worker_env(), tmp_path, ["--transaction-model", "none"])
     try:
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().strip()):
-            assert viewer.poll() is None, viewer.stdout.read().decode() if viewer.stdout else ""
+            assert viewer.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the viewer did not start"
             time.sleep(0.2)
         port = int(port_file.read_text())
@@ -91,3 +92,15 @@ def test_the_page_shows_a_published_frame_with_its_label(frame_topics: Topics, t
         worker.stop()
         viewer.terminate()
         viewer.wait(30)
+        log_file.close()
+
+
+def test_a_viewer_of_topics_that_do_not_exist_says_so_and_exits_2(kafka_bootstrap: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "viewer", "--bootstrap", kafka_bootstrap, "--port", "0",
+         "--results-topic", "no-such-results", "--frames-topic", "no-such-frames"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "streaminfer: error: the viewer's topics ['no-such-results', 'no-such-frames'] do not exist")
