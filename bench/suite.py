@@ -24,6 +24,12 @@ from bench.common import Progress, backlog, items, machine, spread, spread_text
 LOADS = (0.25, 0.5, 1.0, 2.0)
 
 
+def contenders_per_kind(baseline_cwd: str | None) -> int:
+    """Kafka ceiling, model alone, naive loop, worker, a second worker variant (two workers
+    or two threads), fixed batching, and the other checkout's worker when given."""
+    return 6 + (1 if baseline_cwd else 0)
+
+
 def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best: dict[str, int],
                 baseline_cwd: str | None, progress: Progress) -> dict[str, Any]:
     topic = asyncio.run(backlog(bootstrap, kind, items(kind, n)))
@@ -46,6 +52,8 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
     if baseline_cwd:
         contenders[f"worker from {baseline_cwd}"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, cwd=baseline_cwd))
+    # the step count of the progress line was made from this number before any ran
+    assert len(contenders) == contenders_per_kind(baseline_cwd), sorted(contenders)
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     default_threads = torch.get_num_threads()
     try:
@@ -95,8 +103,7 @@ def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int =
     report: dict[str, Any] = {"machine": machine(), "reps": reps, "kinds": {}}
     # steps: decoding, a sweep per kind, each kind's 6 contenders (7 with a baseline checkout)
     # per repetition, and per kind both batchings at every load
-    per_kind = 6 + (1 if baseline_cwd else 0)
-    steps = 1 + 2 + 2 * reps * per_kind + 2 * 2 * len(LOADS)
+    steps = 1 + 2 + 2 * reps * contenders_per_kind(baseline_cwd) + 2 * 2 * len(LOADS)
     progress = Progress(steps)
     print("input decoding: msgspec fast path against pydantic alone", flush=True)
     report["decoding"] = codec.run_codec()

@@ -8,7 +8,7 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.codec import JSON, MSGPACK, Limits
@@ -43,6 +43,7 @@ class KafkaSettings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="PEM client certificate, for brokers that require one (mTLS)")
     ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
     ssl_check_hostname: bool = Field(True, description="check that a broker's certificate names the host dialled")
+    _ssl: ssl.SSLContext | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:
@@ -60,10 +61,16 @@ class KafkaSettings(BaseSettings):
                 raise ValueError(f"{name} {path} is not a readable file")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
+        # loaded once, here: files that are not PEM are a setting refused in one line, and
+        # every client of the process shares the context
+        self._ssl = self._load_ssl_context()
         return self
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context of SSL and SASL_SSL connections (None for the plaintext ones)."""
+        return self._ssl
+
+    def _load_ssl_context(self) -> ssl.SSLContext | None:
         if not self.security_protocol.endswith("SSL"):
             return None
         from aiokafka.helpers import create_ssl_context  # here: the CLI's other commands start without aiokafka

@@ -14,7 +14,7 @@ import logging
 import ssl
 from collections.abc import Mapping
 
-from aiokafka.conn import create_conn
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaError
 
 from pipeline.checkpoint import is_access_denied
@@ -26,28 +26,18 @@ _CONNECTION_SETTINGS = ("ssl_context", "security_protocol", "sasl_mechanism", "s
                         "sasl_plain_password")
 
 
-def _hosts(bootstrap: str) -> list[tuple[str, int]]:
-    hosts = []
-    for entry in bootstrap.split(","):
-        host, _, port = entry.strip().rpartition(":")
-        hosts.append((host.strip("[]") or entry.strip(), int(port or 9092)))
-    return hosts
-
-
 async def check_access(client_kwargs: Mapping[str, object], timeout_s: float = 10.0) -> None:
     """Raise ``KafkaNotTrusted`` or ``KafkaAccessDenied`` if the first bootstrap broker that
     answers refuses this client's TLS or SASL; return once one lets it in, or none answers."""
     settings = {name: client_kwargs[name] for name in _CONNECTION_SETTINGS if name in client_kwargs}
-    for host, port in _hosts(str(client_kwargs["bootstrap_servers"])):
+    for host, port, _ in collect_hosts(str(client_kwargs["bootstrap_servers"]), randomize=False):
         try:
             conn = await asyncio.wait_for(
                 create_conn(host, port, client_id="streaminfer-access-check",
                             request_timeout_ms=int(timeout_s * 1000), **settings),  # type: ignore[arg-type]
                 timeout_s,
             )
-        except ssl.SSLCertVerificationError as exc:
-            raise KafkaNotTrusted(f"{host}:{port}", exc) from None
-        except ssl.SSLError as exc:  # e.g. TLS spoken to a plaintext listener
+        except ssl.SSLError as exc:  # an untrusted certificate, or TLS spoken to a plaintext listener
             raise KafkaNotTrusted(f"{host}:{port}", exc) from None
         except KafkaError as exc:
             if is_access_denied(exc):

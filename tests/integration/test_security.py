@@ -88,7 +88,7 @@ def test_worker_producer_and_results_reader_over_sasl_ssl(secure_broker: tuple[s
         got: list[dict[str, object]] = []
 
         def all_answered() -> bool:
-            done = _cli(env, "results", "--topic", names["results"], "--json", "--limit", "200", timeout_s=60)
+            done = _cli(env, "results", "--topic", names["results"], "--json", "--limit", "201", timeout_s=60)
             assert done.returncode == 0, done.stderr
             got[:] = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
             return len(got) >= 200

@@ -123,7 +123,9 @@ def test_fast_and_schema_readers_agree_on_generated_inputs(event: dict[str, Any]
 
 
 def test_the_generated_inputs_include_accepted_ones_of_each_kind() -> None:
-    # runs after the property above (file order): the comparison was not only of rejections
+    # the property again, counted: the comparison was not only of rejections
+    _ACCEPTED.clear()
+    test_fast_and_schema_readers_agree_on_generated_inputs()
     assert _ACCEPTED["Frame"] >= 5 and _ACCEPTED["Transaction"] >= 5, _ACCEPTED
 
 

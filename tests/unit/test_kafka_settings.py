@@ -37,7 +37,7 @@ def test_plaintext_has_no_tls_context() -> None:
     ({"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": "u"}, "needs sasl_username and"),
     ({"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "p"}, "use SASL_SSL"),
     ({"security_protocol": "SSL", "ssl_cafile": "/nonexistent/ca.pem"}, "is not a readable file"),
-    ({"security_protocol": "SSL", "ssl_certfile": "/etc/hostname"}, "go together"),
+    ({"security_protocol": "SSL", "ssl_certfile": __file__}, "go together"),
 ])
 def test_incomplete_security_settings_are_refused(settings: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -53,3 +53,15 @@ def test_the_cli_says_what_is_missing_in_one_line_without_the_password(
     assert main(["lag", "--bootstrap", "b:9093"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "streaminfer: error: sasl_mechanism needs sasl_username and sasl_password"
+
+
+def test_a_ca_file_that_is_not_pem_is_a_setting_refused_at_validation(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ValidationError, match="TLS settings do not load"):
+        KafkaSettings(security_protocol="SSL", ssl_cafile=not_pem)  # type: ignore[arg-type]
+
+
+def test_the_tls_context_is_built_once_and_shared_by_every_client() -> None:
+    settings = KafkaSettings(kafka_bootstrap="b:9093", security_protocol="SSL")
+    assert settings.client_kwargs()["ssl_context"] is settings.client_kwargs()["ssl_context"]

@@ -92,18 +92,22 @@ def test_results_and_dead_letters_carry_their_input_s_trace() -> None:
     run(scenario)
 
 
-def test_with_opentelemetry_each_record_is_a_span_under_its_input_s_context() -> None:
+def test_with_opentelemetry_each_record_is_a_span_under_its_input_s_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = OtelTracer(provider.get_tracer("test"))
+    # the worker's OtelTracer() asks the API for its tracer: hand it this provider's
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "get_tracer", lambda *args, **kwargs: provider.get_tracer("test"))
 
     async def scenario() -> None:
         source, sink = MemorySource(), MemorySink()
         source.add(txn(0), headers=[("traceparent", TRACEPARENT)])
         source.add(txn(1))  # no context: the root of a new trace
-        worker = Worker(settings(), Runner({"transaction": Scorer()}, CPU), source, sink)
-        worker._outcomes._tracer = tracer  # the worker builds OtelTracer() on the global provider
+        worker = Worker(settings(tracing="otel"), Runner({"transaction": Scorer()}, CPU), source, sink)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         await eventually(lambda: len(sink.on(RESULTS)) == 2, "two results")
