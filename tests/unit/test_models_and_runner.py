@@ -60,6 +60,46 @@ def test_transaction_features_pad_and_truncate_user_features() -> None:
     assert len(transaction_features(short)) == len(transaction_features(long)) == FEATURE_DIM
 
 
+def _features_as_defined(t: Transaction) -> list[float]:
+    """The transaction features spelled out plainly: what the model's lookups must equal."""
+    import math
+    import zlib
+
+    from pipeline.models.transactions import CATEGORY_BUCKETS, CHANNELS, CURRENCIES, EXTRA_FEATURES
+
+    hour = (t.timestamp_ms // 3_600_000) % 24
+    vec = [math.log1p(t.amount), math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)]
+    vec += [1.0 if t.currency.upper() == c else 0.0 for c in CURRENCIES]
+    vec.append(0.0 if t.currency.upper() in CURRENCIES else 1.0)
+    vec += [1.0 if t.channel == c else 0.0 for c in CHANNELS]
+    bucket = zlib.crc32(t.merchant_category.lower().encode()) % CATEGORY_BUCKETS
+    vec += [1.0 if i == bucket and t.merchant_category else 0.0 for i in range(CATEGORY_BUCKETS)]
+    vec.append(0.0 if t.country in ("", "US") else 1.0)
+    extra = list(t.features or [])[:EXTRA_FEATURES]
+    return vec + extra + [0.0] * (EXTRA_FEATURES - len(extra))
+
+
+def test_transaction_features_equal_their_plain_definition() -> None:
+    import random
+
+    rnd = random.Random(7)
+    model = TransactionMLP()
+    for i in range(2_000):
+        t = Transaction(
+            id=f"t{i}", account_id="a", timestamp_ms=rnd.randrange(0, 2**41),
+            amount=rnd.random() * 10 ** rnd.randrange(6),
+            currency=rnd.choice(["USD", "eur", "Gbp", "XXX", "JPY", "chf"]),
+            merchant_category=rnd.choice(["", "food", "GAS", "Travel", "x" * 60]),
+            country=rnd.choice(["", "US", "DE", "FR"]),
+            channel=rnd.choice(["", "online", "atm", "card_present", "transfer"]),
+            features=rnd.choice([None, [], [rnd.random() for _ in range(rnd.randrange(1, 20))]]),
+        )
+        expected = _features_as_defined(t)
+        assert transaction_features(t) == expected, t
+        tensor = model.preprocess(t)
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, torch.tensor(expected, dtype=torch.float32))
+
+
 def test_batching_does_not_change_a_result() -> None:
     runner = Runner({"frame": FrameCNN(), "transaction": TransactionMLP()}, CPU)
     items: list[Frame | Transaction] = [frame(0), tx(1), frame(2), tx(3, 999.0), frame(4)]
