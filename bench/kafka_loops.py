@@ -1,7 +1,7 @@
 """Two loops written well by hand, on the same broker and backlog as the worker.
 
 ``kafka_ceiling``: consume -> produce the same bytes, no model: the most the Kafka client
-moves on this machine (large fetches, batched sends awaited per poll, acks=all and
+moves on this machine (large fetches, a record batch per partition per poll, acks=all and
 idempotence like the worker's producer, offsets committed per poll).
 
 ``naive_loop``: consume one record, decode, infer it alone, produce its result, await the
@@ -40,7 +40,10 @@ def _consumer(bootstrap: str, topic: str, **kwargs: Any) -> AIOKafkaConsumer:
 
 
 async def kafka_ceiling(bootstrap: str, topic: str, n: int) -> float:
-    """Records per second of an identity consume -> produce over ``n`` records of ``topic``."""
+    """Records per second of an identity consume -> produce over ``n`` records of ``topic``:
+    each poll's records of a partition go out as record batches to the same partition of
+    the output (``create_batch``/``send_batch``, as the worker's sink sends), every ack
+    awaited before the poll's offsets are committed."""
     consumer = _consumer(bootstrap, topic, fetch_max_bytes=MAX_BYTES, max_partition_fetch_bytes=MAX_BYTES)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
                                 max_batch_size=1024 * 1024, max_request_size=MAX_BYTES + 65_536)
@@ -56,12 +59,19 @@ async def kafka_ceiling(bootstrap: str, topic: str, n: int) -> float:
             if not polled:
                 continue
             started = started or time.perf_counter()
-            futures = [await producer.send(out, r.value, key=r.key)
-                       for records in polled.values() for r in records]
-            await asyncio.gather(*futures)
+            acks = []
+            for tp, records in polled.items():
+                batch = producer.create_batch()
+                for r in records:
+                    if batch.append(key=r.key, value=r.value, timestamp=None) is None:  # full: send it
+                        acks.append(await producer.send_batch(batch, out, partition=tp.partition))
+                        batch = producer.create_batch()
+                        batch.append(key=r.key, value=r.value, timestamp=None)
+                acks.append(await producer.send_batch(batch, out, partition=tp.partition))
+                done += len(records)
+            await asyncio.gather(*acks)
             await consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")
                                    for tp, records in polled.items()})
-            done += len(futures)
         assert started is not None
         return done / (time.perf_counter() - started)
     finally:
