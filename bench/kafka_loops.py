@@ -55,10 +55,10 @@ async def kafka_ceiling(bootstrap: str, topic: str, n: int) -> float:
         done = 0
         # timed from the end of the first round trip: the records counted are those polled,
         # produced and committed inside the window (timed from the first poll, the records
-        # it brought would come free: a third of a 30,000 backlog)
+        # it brought would come free: a third of the backlog at 10,000 a poll)
         started: float | None = None
         counted = 0
-        per_poll = max(1, min(2_000, n // 20))  # large polls, and many of them
+        per_poll = max(1, min(2_000, n // 8))  # large polls, and many of them
         while done < n:
             polled = await consumer.getmany(timeout_ms=200, max_records=per_poll)
             if not polled:
