@@ -11,7 +11,8 @@ samples (fewer for a size never measured, so that a worker started on a backlog 
 in a few dozen batches), and the cap moves to whichever is cheaper; once both neighbours
 are known, one of them is tried again now and then, since the machine (other lanes,
 other processes) changes under it. Only full batches say much about a
-size, so only batches whose size is one of the candidates are counted.
+size, so only batches whose size is one of the candidates are counted, and not the first
+of each size: it pays for setting up the model's kernels for that shape.
 
 Under a latency SLO the cap is also no larger than the biggest size whose batch fits in
 half of it: an item can wait for one batch already in the model and then run in its
@@ -31,6 +32,7 @@ class _Estimate:
     samples: int = 0
     settled: bool = False  # has had the samples it needs since it was last (re)tried
     ever_settled: bool = False
+    warmed: bool = False  # its first batch, which set up the model's kernels for it, is past
 
 
 START_SIZE = 4
@@ -85,6 +87,12 @@ class BatchSizer:
         """Record one batch of ``size`` items that took ``seconds`` in the model; return the cap."""
         estimate = self._estimates.get(size)
         if estimate is None or size < 1 or seconds < 0:
+            return self.cap
+        if not estimate.warmed:
+            # the first batch of a size sets up the model's kernels for that shape (oneDNN
+            # primitives, allocations): EfficientNet-Lite0 took 1.2-1.5x its later batches'
+            # time on it here; counted, it made a size look dearer than it is
+            estimate.warmed = True
             return self.cap
         per_item = seconds / size
         if estimate.samples == 0:
