@@ -35,7 +35,7 @@ async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", *
     settings = WorkerSettings(input_topics="in", results_topic="out", dead_letter_topic="dlq", worker_id="bench",
                               commit_interval_ms=200, **overrides)
     runner = Runner({kind: model}, resolve_device(device),  # type: ignore[dict-item]
-                    threads_per_lane=settings.torch_threads or lane_threads(1),
+                    threads_per_lane=settings.torch_threads or lane_threads(1, model_bound=kind == "frame"),
                     acceleration=settings.acceleration())
     worker = Worker(settings, runner, source, sink)
     stop = asyncio.Event()

@@ -44,9 +44,9 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
     if kind == "transaction":
         contenders["two workers, defaults"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
                                                                                       workers=2))
-    else:  # the default gives a lone frame lane one intra-op thread on 2 CPUs: against two
-        contenders["worker, --torch-threads 2"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
-                                                                                         torch_threads=2))
+    else:  # the default gives a lone frame lane every CPU's intra-op thread: against one
+        contenders["worker, --torch-threads 1"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
+                                                                                         torch_threads=1))
     contenders["worker, --batching fixed"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
                                                                                      batching="fixed"))
     if baseline_cwd:
