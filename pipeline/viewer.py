@@ -33,7 +33,11 @@ from schemas.models import Frame, FrameEncoding, Result
 log = logging.getLogger("streaminfer.viewer")
 
 WINDOW_S = 10.0
-FRAMES_KEPT = 64  # per stream: frames waiting for their result
+# per stream, the frames waiting for their result, bounded by their bytes: a pipeline that
+# runs minutes behind its camera (workers still loading their models while the camera
+# publishes, then catching up) still finds each result's frame here; 64 frames, as it was,
+# were 6.4 s of a 10 fps camera, and nothing showed until the workers had caught up
+FRAMES_KEPT_BYTES = 32 * 1024 * 1024
 SCORES_KEPT = 12  # per transaction topic
 
 
@@ -62,6 +66,7 @@ class _Rate:
 @dataclass
 class _Video:
     frames: OrderedDict[int, tuple[bytes, str]] = field(default_factory=OrderedDict)  # seq -> (image, mime)
+    frame_bytes: int = 0  # of the frames kept
     shown: tuple[int, bytes, str, list[dict[str, Any]], str] | None = None  # seq, image, mime, labels, status
     rate: _Rate = field(default_factory=_Rate)
 
@@ -78,8 +83,9 @@ _MIME = {FrameEncoding.JPEG: "image/jpeg", FrameEncoding.PNG: "image/png"}
 class ViewerState:
     """What the page shows, fed with frames and results as they are read."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, frames_kept_bytes: int = FRAMES_KEPT_BYTES) -> None:
         self._clock = clock
+        self._frames_kept_bytes = frames_kept_bytes
         self.videos: dict[str, _Video] = {}
         self.transactions: dict[str, _Scores] = {}
 
@@ -88,9 +94,14 @@ class ViewerState:
         if mime is None:  # raw pixels: the page has nothing to show them with
             return
         video = self.videos.setdefault(frame.stream_id, _Video())
+        replaced = video.frames.pop(frame.seq, None)
+        if replaced is not None:
+            video.frame_bytes -= len(replaced[0])
         video.frames[frame.seq] = (frame.data, mime)
-        while len(video.frames) > FRAMES_KEPT:
-            video.frames.popitem(last=False)
+        video.frame_bytes += len(frame.data)
+        while video.frame_bytes > self._frames_kept_bytes and len(video.frames) > 1:
+            dropped, _ = video.frames.popitem(last=False)[1]
+            video.frame_bytes -= len(dropped)
 
     def result(self, result: Result) -> None:
         now = self._clock()
@@ -101,6 +112,8 @@ class ViewerState:
             video.rate.add(now, latency_ms)
             seq = int(seq_text) if seq_text.isdigit() else -1
             image = video.frames.pop(seq, None)
+            if image is not None:
+                video.frame_bytes -= len(image[0])
             if image is not None and (video.shown is None or seq >= video.shown[0]):
                 labels = list(result.outputs.get("labels", [])) if result.status == "ok" else []
                 video.shown = (seq, image[0], image[1], labels, result.status)

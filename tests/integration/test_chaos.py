@@ -52,6 +52,9 @@ def test_kill_restart_stop_and_join_mid_stream(kafka_bootstrap: str, tmp_path: P
         codes["b"] = workers["b"].stop()  # SIGTERM mid-stream
         wait_until(lambda: results_so_far() > 12_000, 90, "results after the stop", [workers["c"], workers["a2"]])
         workers["d"] = WorkerProcess("d", env, tmp_path)  # a new one joins
+        # ... and is in the group before the end: stopped while still importing torch (a slow
+        # machine's CI, the stream already done), it died of the SIGTERM, -15, before its handler
+        wait_until(lambda: "partitions assigned" in workers["d"].log(), 180, "the new worker to join", [workers["d"]])
         feeder.join(timeout=120)
         results = []
         deadline = time.monotonic() + 180

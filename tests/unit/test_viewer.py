@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from pipeline.viewer import FRAMES_KEPT, WINDOW_S, Viewer, ViewerState
+from pipeline.viewer import FRAMES_KEPT_BYTES, WINDOW_S, Viewer, ViewerState
 from schemas.images import encode_image
 from schemas.models import Frame, FrameEncoding, InputRef, Result, Timings
 
@@ -22,7 +22,7 @@ class Clock:
 
 
 def frame(seq: int, stream: str = "cam") -> Frame:
-    image = encode_image(np.full((8, 8, 3), seq, np.uint8), FrameEncoding.JPEG)
+    image = encode_image(np.full((8, 8, 3), seq % 256, np.uint8), FrameEncoding.JPEG)
     return Frame(stream_id=stream, seq=seq, captured_at_ms=0, encoding=FrameEncoding.JPEG, width=8, height=8,
                  data=image)
 
@@ -57,14 +57,34 @@ def test_a_late_result_of_an_older_frame_does_not_replace_a_newer_one() -> None:
     assert state.snapshot()["video"][0]["seq"] == 2
 
 
-def test_frames_waiting_for_results_are_bounded() -> None:
-    state = ViewerState(Clock())
-    for seq in range(FRAMES_KEPT + 10):
+def test_frames_waiting_for_results_are_bounded_by_their_bytes() -> None:
+    size = len(frame(0).data)
+    kept = 64
+    state = ViewerState(Clock(), frames_kept_bytes=kept * size)
+    for seq in range(kept + 10):
         state.frame(frame(seq))
+    assert sum(len(data) for data, _ in state.videos["cam"].frames.values()) <= kept * size
     state.result(result("cam/0"))  # its frame was dropped: nothing to show yet
     assert state.image("cam") is None
-    state.result(result(f"cam/{FRAMES_KEPT + 9}"))
-    assert state.snapshot()["video"][0]["seq"] == FRAMES_KEPT + 9
+    oldest = next(iter(state.videos["cam"].frames))
+    assert oldest > 0
+    state.result(result(f"cam/{oldest}"))  # the oldest frame kept
+    assert state.snapshot()["video"][0]["seq"] == oldest
+    state.result(result(f"cam/{kept + 9}"))
+    assert state.snapshot()["video"][0]["seq"] == kept + 9
+    assert state.videos["cam"].frame_bytes == sum(len(d) for d, _ in state.videos["cam"].frames.values())
+
+
+def test_a_pipeline_minutes_behind_its_camera_still_shows_its_frames() -> None:
+    """A 10 fps camera whose results come 3,000 frames (5 minutes) late, as when workers on a
+    slow machine are still loading their models while it publishes: each result finds its
+    frame (64 frames were kept before, 6.4 s of it)."""
+    state = ViewerState(Clock())
+    assert 3_000 * len(frame(0).data) < FRAMES_KEPT_BYTES
+    for seq in range(3_000):
+        state.frame(frame(seq))
+    state.result(result("cam/0"))
+    assert state.snapshot()["video"][0]["seq"] == 0 and state.image("cam") is not None
 
 
 def test_rate_and_latency_cover_the_last_window() -> None:
