@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
@@ -44,6 +45,12 @@ def lane_threads(lanes: int, cpus: int | None = None, *, model_bound: bool = Fal
     return max(1, usable // max(1, lanes))
 
 
+def default_lane_threads(lanes: int, kinds: Iterable[str]) -> int:
+    """``lane_threads`` for a worker running models of ``kinds``: model-bound unless one of
+    them is a transaction model."""
+    return lane_threads(lanes, model_bound="transaction" not in set(kinds))
+
+
 def prepare_threads(cpus: int | None = None) -> int:
     """Threads of the runner's preparation pool when ``--prepare-threads`` is 0: a quarter of
     the CPUs, 1 to 4. One already overlaps a batch's decoding with the model running the one
@@ -62,8 +69,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
             models[cast(InputKind, kind)] = model
     if not models:
         raise ModelError("no model configured: set a frame or transaction model")
-    threads = settings.torch_threads or lane_threads(len(set(settings.input_topics)),
-                                                     model_bound="transaction" not in models)
+    threads = settings.torch_threads or default_lane_threads(len(set(settings.input_topics)), models)
     if settings.tracing == "otel":
         try:
             import opentelemetry.trace  # noqa: F401

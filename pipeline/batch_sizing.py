@@ -90,8 +90,8 @@ class BatchSizer:
             return self.cap
         if not estimate.warmed:
             # the first batch of a size sets up the model's kernels for that shape (oneDNN
-            # primitives, allocations): EfficientNet-Lite0 took 1.2-1.5x its later batches'
-            # time on it here; counted, it made a size look dearer than it is
+            # primitives, allocations): EfficientNet-Lite0 took 1.35-1.38x its later batches'
+            # time on it at batch 1, 2 and 4 here; counted, it made a size look dearer than it is
             estimate.warmed = True
             return self.cap
         per_item = seconds / size

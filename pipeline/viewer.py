@@ -70,6 +70,20 @@ class _Video:
     shown: tuple[int, bytes, str, list[dict[str, Any]], str] | None = None  # seq, image, mime, labels, status
     rate: _Rate = field(default_factory=_Rate)
 
+    def keep(self, seq: int, image: tuple[bytes, str], limit_bytes: int) -> None:
+        """Keep a frame until its result comes; the oldest go past ``limit_bytes`` (the newest stays)."""
+        self.take(seq)
+        self.frames[seq] = image
+        self.frame_bytes += len(image[0])
+        while self.frame_bytes > limit_bytes and len(self.frames) > 1:
+            self.frame_bytes -= len(self.frames.popitem(last=False)[1][0])
+
+    def take(self, seq: int) -> tuple[bytes, str] | None:
+        image = self.frames.pop(seq, None)
+        if image is not None:
+            self.frame_bytes -= len(image[0])
+        return image
+
 
 @dataclass
 class _Scores:
@@ -93,15 +107,7 @@ class ViewerState:
         mime = _MIME.get(frame.encoding)
         if mime is None:  # raw pixels: the page has nothing to show them with
             return
-        video = self.videos.setdefault(frame.stream_id, _Video())
-        replaced = video.frames.pop(frame.seq, None)
-        if replaced is not None:
-            video.frame_bytes -= len(replaced[0])
-        video.frames[frame.seq] = (frame.data, mime)
-        video.frame_bytes += len(frame.data)
-        while video.frame_bytes > self._frames_kept_bytes and len(video.frames) > 1:
-            dropped, _ = video.frames.popitem(last=False)[1]
-            video.frame_bytes -= len(dropped)
+        self.videos.setdefault(frame.stream_id, _Video()).keep(frame.seq, (frame.data, mime), self._frames_kept_bytes)
 
     def result(self, result: Result) -> None:
         now = self._clock()
@@ -111,9 +117,7 @@ class ViewerState:
             video = self.videos.setdefault(stream, _Video())
             video.rate.add(now, latency_ms)
             seq = int(seq_text) if seq_text.isdigit() else -1
-            image = video.frames.pop(seq, None)
-            if image is not None:
-                video.frame_bytes -= len(image[0])
+            image = video.take(seq)
             if image is not None and (video.shown is None or seq >= video.shown[0]):
                 labels = list(result.outputs.get("labels", [])) if result.status == "ok" else []
                 video.shown = (seq, image[0], image[1], labels, result.status)

@@ -54,7 +54,7 @@ def test_kill_restart_stop_and_join_mid_stream(kafka_bootstrap: str, tmp_path: P
         workers["d"] = WorkerProcess("d", env, tmp_path)  # a new one joins
         # ... and is in the group before the end: stopped while still importing torch (a slow
         # machine's CI, the stream already done), it died of the SIGTERM, -15, before its handler
-        wait_until(lambda: "partitions assigned" in workers["d"].log(), 180, "the new worker to join", [workers["d"]])
+        wait_until(workers["d"].joined, 180, "the new worker to join", [workers["d"]])
         feeder.join(timeout=120)
         results = []
         deadline = time.monotonic() + 180

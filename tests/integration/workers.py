@@ -35,6 +35,10 @@ class WorkerProcess:
         found = _ASSIGNED.findall(self.log())
         return [p.strip(" '") for p in found[-1].split(",") if p.strip()] if found else []
 
+    def joined(self) -> bool:
+        """Whether the worker has had an assignment (an empty one too): it is in the group."""
+        return _ASSIGNED.search(self.log()) is not None
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
