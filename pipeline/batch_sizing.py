@@ -12,7 +12,9 @@ in a few dozen batches), and the cap moves to whichever is cheaper; once both ne
 are known, one of them is tried again now and then, since the machine (other lanes,
 other processes) changes under it. Only full batches say much about a
 size, so only batches whose size is one of the candidates are counted, and not the first
-of each size: it pays for setting up the model's kernels for that shape.
+of each size: it pays for setting up the model's kernels for that shape. When the cap
+comes down, the worker cuts the batches already closed at the old cap to the new one
+(``Batcher.resize``, ``batcher.split``).
 
 Under a latency SLO the cap is also no larger than the biggest size whose batch fits in
 half of it: an item can wait for one batch already in the model and then run in its

@@ -5,11 +5,13 @@ when its bytes reach ``max_batch_bytes``, or ``max_wait_ms`` after that first it
 whichever comes first. Measuring from the first item (not the last) bounds latency even
 for a steady trickle of input. The worker may also close a window early, when the model
 that would run it is free (``take``), and may change ``max_batch_size`` as it learns the
-model's best batch size (``pipeline.batch_sizing``).
+model's best batch size (``pipeline.batch_sizing``), and then re-cut the batches already
+closed at a larger size (``split``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -88,8 +90,37 @@ class Batcher(Generic[T]):
         """Close the open window now because its model is free (adaptive batching)."""
         return self._close(now, CloseReason.IDLE) if self._items else None
 
+    def resize(self, max_batch_size: int, now: float, nbytes: Callable[[T], int]) -> list[Batch[T]]:
+        """Change the cap; an open window that a smaller cap makes full closes now, as
+        batches of the cap (the last of them a window still open if it is short)."""
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.max_batch_size = max_batch_size
+        if len(self._items) < max_batch_size:
+            return []
+        opened_at, full = self._opened_at, len(self._items) - len(self._items) % max_batch_size
+        rest = self._items[full:]
+        batch = Batch(tuple(self._items[:full]), self._nbytes - sum(nbytes(item) for item in rest),
+                      opened_at, now, CloseReason.SIZE)
+        self._items, self._nbytes = rest, sum(nbytes(item) for item in rest)
+        return split(batch, max_batch_size, nbytes)
+
     def _close(self, now: float, reason: CloseReason) -> Batch[T]:
         batch = Batch(tuple(self._items), self._nbytes, self._opened_at, now, reason)
         self._items = []
         self._nbytes = 0
         return batch
+
+
+def split(batch: Batch[T], size: int, nbytes: Callable[[T], int]) -> list[Batch[T]]:
+    """``batch`` as consecutive batches of at most ``size`` items, in order, each with its
+    items' bytes (``nbytes`` of each) and the window times and reason of the whole."""
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    if len(batch.items) <= size:
+        return [batch]
+    parts = []
+    for at in range(0, len(batch.items), size):
+        items = batch.items[at:at + size]
+        parts.append(Batch(items, sum(nbytes(item) for item in items), batch.opened_at, batch.closed_at, batch.reason))
+    return parts

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.batcher import Batcher, CloseReason
+from pipeline.batcher import Batch, Batcher, CloseReason, split
 
 
 class FakeClock:
@@ -85,3 +85,29 @@ def test_drain_returns_the_partial_window() -> None:
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         Batcher(max_batch_size=0, max_batch_bytes=1, max_wait_ms=1)
+
+
+def test_a_batch_is_re_cut_into_batches_of_a_smaller_cap_in_order_with_their_bytes() -> None:
+    batch = Batch((1, 2, 3, 4, 5, 6, 7), 28, opened_at=1.0, closed_at=1.5, reason=CloseReason.SIZE)
+    parts = split(batch, 3, nbytes=lambda item: item * 10)
+    assert [p.items for p in parts] == [(1, 2, 3), (4, 5, 6), (7,)]
+    assert [p.nbytes for p in parts] == [60, 150, 70]
+    assert {(p.opened_at, p.closed_at, p.reason) for p in parts} == {(1.0, 1.5, CloseReason.SIZE)}
+    assert split(batch, 7, nbytes=len) == [batch]  # nothing to cut: the same batch
+    with pytest.raises(ValueError):
+        split(batch, 0, nbytes=len)
+
+
+def test_a_smaller_cap_closes_the_full_part_of_the_open_window_and_keeps_the_rest_open() -> None:
+    b: Batcher[int] = Batcher(max_batch_size=8, max_batch_bytes=10**9, max_wait_ms=50)
+    for i in range(5):
+        assert b.add(i, 10, 1.0 + i / 1000) == []
+    assert b.resize(8, 1.01, nbytes=lambda _: 10) == []  # no smaller: nothing closes
+    parts = b.resize(2, 1.01, nbytes=lambda _: 10)
+    assert [p.items for p in parts] == [(0, 1), (2, 3)]
+    assert [p.nbytes for p in parts] == [20, 20] and {p.reason for p in parts} == {CloseReason.SIZE}
+    assert len(b) == 1 and b.deadline() == pytest.approx(1.05)  # the rest keeps the window's deadline
+    [last] = b.add(5, 10, 1.02)
+    assert last.items == (4, 5) and last.nbytes == 20
+    with pytest.raises(ValueError):
+        b.resize(0, 1.03, nbytes=lambda _: 10)

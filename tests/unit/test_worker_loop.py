@@ -36,9 +36,12 @@ class Scorer:
 
     name, version, kind, output_fields = "scorer", "1", "transaction", ("score",)
 
-    def __init__(self, gate: threading.Event | None = None, per_batch_s: float = 0.0) -> None:
+    def __init__(self, gate: threading.Event | None = None, per_batch_s: float = 0.0,
+                 per_item_per_item_s: float = 0.0) -> None:
         self.gate = gate
         self.per_batch_s = per_batch_s  # a fixed cost per batch: larger batches are cheaper per item
+        # a cost that grows with the square of the batch: larger batches are dearer per item
+        self.per_item_per_item_s = per_item_per_item_s
         self.batches: list[int] = []
 
     def to(self, device: torch.device) -> None:
@@ -50,7 +53,7 @@ class Scorer:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
             self.gate.wait(10)
-        time.sleep(self.per_batch_s)
+        time.sleep(self.per_batch_s + self.per_item_per_item_s * len(batch) ** 2)
         self.batches.append(len(batch))
         if (batch == POISON).any():
             raise ValueError("cannot score the poison amount")
@@ -757,6 +760,27 @@ def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() 
         assert model.batches[before:] == [1, 5], model.batches[before:]
         await h.finish()
         assert len(result_ids(sink)) == 606
+
+    run(scenario)
+
+
+def test_batches_closed_at_a_size_found_dearer_are_cut_to_the_new_cap_before_they_run() -> None:
+    """A model dearer per item the larger its batch (a CNN on a CPU): the probe of batch 8
+    runs its set-up batch and its two samples; the batches of 8 closed meanwhile and still
+    waiting are cut to the smaller cap, not run at 8. Every input still gets one result."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for i in range(400):
+            source.add(txn(i))
+        model = Scorer(per_item_per_item_s=0.0005)
+        h = Harness(source, sink, model=model, max_batch_size=8, max_wait_ms=10_000, queued_batches=4)
+        h.start()
+        await eventually(lambda: h.committed() == 400, "the backlog drains")
+        await h.finish()
+        assert model.batches.count(8) == 3, model.batches  # set-up + two samples, nothing queued
+        assert model.batches[-1] == 1, model.batches  # and it settles on the cheapest size
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(400))
 
     run(scenario)
 
