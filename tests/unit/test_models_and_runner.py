@@ -377,3 +377,36 @@ def test_the_worker_gives_a_frame_only_lane_every_cpu(monkeypatch: pytest.Monkey
     worker = app.build_worker(WorkerSettings(input_topics="in", frame_model=frame_model,
                                              transaction_model=transaction_model, device="cpu"))
     assert worker.runner.threads_per_lane == threads
+
+
+def test_efficientnet_folded_for_inference_computes_what_the_library_model_does() -> None:
+    """Batch norms folded into their convolutions and symmetric padding moved into them:
+    no batch norm and no separate symmetric zero-padding is left, and the logits of two
+    real photographs and of noise are the library model's up to float rounding."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    skimage_data = pytest.importorskip("skimage.data")
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from pipeline.models.efficientnet import EfficientNetLite0, _weights_path, fold_for_inference
+
+    model = EfficientNetLite0()
+    library = EfficientNet.from_name("efficientnet-lite0")
+    library.load_state_dict(torch.load(_weights_path(), weights_only=True))
+    library.eval()
+    folded = model.module
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    pads = [m.padding for m in folded.modules() if isinstance(m, torch.nn.ZeroPad2d)]
+    assert pads and all(p[0] != p[1] or p[2] != p[3] for p in pads)  # only TF's uneven stride-2 padding stays
+    bgrs = {name: getattr(skimage_data, name)()[:, :, ::-1].copy() for name in ("chelsea", "coffee")}
+    photos = [Frame(stream_id=name, seq=0, captured_at_ms=0, encoding=FrameEncoding.JPEG, width=bgr.shape[1],
+                    height=bgr.shape[0], data=encode_image(bgr, FrameEncoding.JPEG)) for name, bgr in bgrs.items()]
+    torch.manual_seed(0)
+    batch = torch.cat([torch.stack([model.preprocess(p) for p in photos]), torch.randn(1, 3, 224, 224)])
+    with torch.inference_mode():
+        want, got = library(batch), folded(batch)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
+    assert torch.equal(got.topk(5).indices, want.topk(5).indices)
+    labels = [row["labels"][0]["label"] for row in model.postprocess(got[:2])]
+    assert labels == ["Egyptian cat", "espresso"]
+    with pytest.raises(ValueError):
+        fold_for_inference(EfficientNet.from_name("efficientnet-lite0"))  # still in training mode
