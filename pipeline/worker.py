@@ -143,6 +143,7 @@ class Worker:
         self.produce_s = Histogram()
         self._positions: dict[tuple[str, int], int] = {}
         self._running = False
+        self._finishing = 0  # _finish_in_flight calls under way
 
     def _new_lane(self, topic: str) -> _Lane:
         s = self.settings
@@ -333,14 +334,18 @@ class Worker:
         Returns at once if the infer or delivery loop has died (the worker is stopping with
         its error): a rebalance callback waiting here would otherwise hold up the exit.
         """
-        for lane in self._lanes.values():
-            while lane.held:
-                await self._unless_loops_dead(lane.queue.put(lane.held.pop(0)))
-            if (batch := lane.batcher.flush(self._clock())) is not None:
-                await self._unless_loops_dead(self._enqueue(lane, batch))
-        for lane in self._lanes.values():
-            await self._unless_loops_dead(lane.queue.join())
-        await self._unless_loops_dead(self._deliveries.join())
+        self._finishing += 1  # no re-cut meanwhile: a batch waiting in put() would lose its place
+        try:
+            for lane in self._lanes.values():
+                while lane.held:
+                    await self._unless_loops_dead(lane.queue.put(lane.held.pop(0)))
+                if (batch := lane.batcher.flush(self._clock())) is not None:
+                    await self._unless_loops_dead(self._enqueue(lane, batch))
+            for lane in self._lanes.values():
+                await self._unless_loops_dead(lane.queue.join())
+            await self._unless_loops_dead(self._deliveries.join())
+        finally:
+            self._finishing -= 1
 
     async def _unless_loops_dead(self, waiting: Awaitable[None]) -> None:
         task = asyncio.ensure_future(waiting)
@@ -473,7 +478,11 @@ class Worker:
         the batches already closed at the old cap and waiting are cut to the new one.
         Left whole, they ran at the size just found dearer: for frames on a CPU, a probe of
         batch 8 ran 7 batches at 59-74 ms a frame against 38-40 at batch 2, since the
-        batches closed while it ran were still queued when it ended."""
+        batches closed while it ran were still queued when it ended. Not while in-flight work
+        is being finished (a rebalance, the stop): that moves held batches into the queue
+        one await at a time, and the batch it is putting would end up behind later ones."""
+        if self._finishing:
+            return
         queued = [lane.queue.get_nowait() for _ in range(lane.queue.qsize())]
         waiting, lane.held = queued + lane.held, []
         # the open window last: its items came after every closed batch's

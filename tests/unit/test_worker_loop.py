@@ -15,9 +15,12 @@ import torch
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
+from consumers.source import InputRecord
 from consumers.testing import MemorySource
+from pipeline.batcher import Batch, CloseReason
 from pipeline.config import WorkerSettings
 from pipeline.exceptions import BrokerUnavailable, ClusterChanged
+from pipeline.inflight import WorkItem
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats
 from producers.testing import MemorySink, MemoryTransactions
@@ -781,6 +784,35 @@ def test_batches_closed_at_a_size_found_dearer_are_cut_to_the_new_cap_before_the
         assert model.batches.count(8) == 3, model.batches  # set-up + two samples, nothing queued
         assert model.batches[-1] == 1, model.batches  # and it settles on the cheapest size
         assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(400))
+
+    run(scenario)
+
+
+def test_no_re_cut_while_in_flight_work_is_being_finished_then_order_is_kept() -> None:
+    """Finishing in-flight work (a rebalance, the stop) moves held batches into the queue
+    one await at a time: a re-cut then would put later batches ahead of the one waiting
+    in put(). Otherwise the waiting batches are cut in order, the open window's full part
+    after them."""
+
+    async def scenario() -> None:
+        runner = Runner({"transaction": Scorer()}, CPU)
+        worker = Worker(settings(queued_batches=2), runner, MemorySource(), MemorySink())
+        lane = worker._lanes["in"]
+        items = [WorkItem(InputRecord("in", 0, i, None, txn(i), (), 0), Transaction.model_construct(), 0, 0)
+                 for i in range(11)]
+        lane.queue.put_nowait((Batch(tuple(items[:8]), 8, 0.0, 0.0, CloseReason.SIZE), 1))
+        for item in items[8:]:
+            lane.batcher.add(item, 1, 0.0)
+        worker._finishing = 1
+        worker._recut(lane, 2)
+        assert lane.queue.qsize() == 1 and len(lane.queue.get_nowait()[0]) == 8 and not lane.held
+        lane.queue.task_done()
+        lane.queue.put_nowait((Batch(tuple(items[:8]), 8, 0.0, 0.0, CloseReason.SIZE), 1))
+        worker._finishing = 0
+        worker._recut(lane, 2)
+        parts = [lane.queue.get_nowait()[0] for _ in range(lane.queue.qsize())] + [b for b, _ in lane.held]
+        assert [[it.record.offset for it in p.items] for p in parts] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+        assert len(lane.batcher) == 1  # the window's last item waits for company
 
     run(scenario)
 
