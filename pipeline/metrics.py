@@ -156,9 +156,12 @@ class WorkerCollector:
             lag.add_metric([topic, str(partition)], behind)
         yield lag
         self.drain.update(stats.results + stats.dead_letters)
+        # NaN while an assigned partition's end is not known yet (its first fetch has not come
+        # back): a worker just assigned a backlog said 0 s to drain there
         yield GaugeMetricFamily("streaminfer_seconds_to_drain",
-                                "consumer lag / the rate this worker answers records (+Inf: lag and no progress)",
-                                value=self.drain.seconds(sum(lags.values())))
+                                "consumer lag / the rate this worker answers records "
+                                "(+Inf: lag and no progress; NaN: lag not known yet)",
+                                value=self.drain.seconds(sum(lags.values())) if w.lag_known() else math.nan)
         yield GaugeMetricFamily("streaminfer_ready", "1 when models are loaded and partitions assigned",
                                 value=1.0 if w.ready() else 0.0)
 

@@ -607,6 +607,11 @@ class Worker:
                 lags[tp.topic, tp.partition] = max(0, end - read)
         return lags
 
+    def lag_known(self) -> bool:
+        """Whether every assigned partition's end offset is known (not before its first
+        fetch came back): until then ``lags`` leaves it out, and would read as no lag."""
+        return self._running and all(self._source.highwater(tp) is not None for tp in self._source.assignment())
+
     def ready(self) -> bool:
         """Models loaded (the worker runs) and partitions assigned."""
         return self._running and bool(self._source.assignment())

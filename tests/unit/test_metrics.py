@@ -68,3 +68,38 @@ def test_readyz_is_503_until_the_worker_runs_with_partitions_then_200() -> None:
             await server.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_seconds_to_drain_is_not_a_number_until_every_assigned_partition_s_end_is_known() -> None:
+    """Just assigned a backlog, before its first fetch came back, a worker said 0 s to drain."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from consumers.testing import MemorySource
+    from pipeline.metrics import WorkerCollector
+    from pipeline.runner import Runner
+    from pipeline.worker import Worker
+    from producers.testing import MemorySink
+    from tests.unit.test_worker_loop import CPU, Scorer, eventually, settings, txn
+
+    def drain_value(collector: WorkerCollector) -> float:
+        return next(f for f in collector.collect() if f.name == "streaminfer_seconds_to_drain").samples[0].value
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        source.add(txn(0))
+        worker = Worker(settings(), Runner({"transaction": Scorer()}, CPU), source, sink)
+        collector = WorkerCollector(worker)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await eventually(lambda: len(sink.on("results")) == 1, "the result")
+        assert drain_value(collector) == 0.0  # every end known, nothing behind
+        unfetched = TopicPartition("in", 7)
+        await source.assign([unfetched])  # assigned, no end known for it yet
+        assert source.highwater(unfetched) is None
+        assert math.isnan(drain_value(collector))
+        stop.set()
+        await task
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
