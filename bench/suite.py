@@ -91,10 +91,11 @@ def _latency(bootstrap: str, kind: str, capacity: float, seconds: float,
             row |= {"load": load, "batching": batching}
             rows.append(row)
             e2e = row["stages_ms"]["end_to_end"]
-            warm = (row["warmup"]["stages_ms"] or {}).get("end_to_end") or {"p99": float("nan")}
+            warm = row["warmup"]["stages_ms"]  # None: no event fell in the warm-up
+            warm_p99 = warm["end_to_end"]["p99"] if warm else float("nan")
             progress.step(f"{kind:<11} {load:>4}x capacity ({row['rate_per_s']:,.0f}/s) {batching:<8}: end to end "
                           f"p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} max {e2e['max']} ms, "
-                          f"mean batch {row['mean_batch_size']} (warm-up second: p99 {warm['p99']:.0f} ms)")
+                          f"mean batch {row['mean_batch_size']} (warm-up second: p99 {warm_p99:.0f} ms)")
     return rows
 
 

@@ -98,11 +98,10 @@ class Batcher(Generic[T]):
         self.max_batch_size = max_batch_size
         if len(self._items) < max_batch_size:
             return []
-        opened_at, full = self._opened_at, len(self._items) - len(self._items) % max_batch_size
-        rest = self._items[full:]
-        batch = Batch(tuple(self._items[:full]), self._nbytes - sum(nbytes(item) for item in rest),
-                      opened_at, now, CloseReason.SIZE)
-        self._items, self._nbytes = rest, sum(nbytes(item) for item in rest)
+        full = len(self._items) - len(self._items) % max_batch_size
+        rest, rest_bytes = self._items[full:], sum(nbytes(item) for item in self._items[full:])
+        batch = Batch(tuple(self._items[:full]), self._nbytes - rest_bytes, self._opened_at, now, CloseReason.SIZE)
+        self._items, self._nbytes = rest, rest_bytes
         return split(batch, max_batch_size, nbytes)
 
     def _close(self, now: float, reason: CloseReason) -> Batch[T]:

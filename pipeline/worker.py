@@ -485,14 +485,14 @@ class Worker:
             return
         queued = [lane.queue.get_nowait() for _ in range(lane.queue.qsize())]
         waiting, lane.held = queued + lane.held, []
-        # the open window last: its items came after every closed batch's
-        waiting += [(full, wall_ms()) for full in lane.batcher.resize(cap, self._clock(), _item_bytes)]
-        for batch, closed_ms in waiting:
-            for part in split(batch, cap, _item_bytes):
-                if lane.held or lane.queue.full():
-                    lane.held.append((part, closed_ms))  # its partitions pause until there is room
-                else:
-                    lane.queue.put_nowait((part, closed_ms))
+        parts = [(part, closed_ms) for batch, closed_ms in waiting for part in split(batch, cap, _item_bytes)]
+        # the open window's full part last (already cut to the cap): its items came after every closed batch's
+        parts += [(part, wall_ms()) for part in lane.batcher.resize(cap, self._clock(), _item_bytes)]
+        for part in parts:
+            if lane.held or lane.queue.full():
+                lane.held.append(part)  # its partitions pause until there is room
+            else:
+                lane.queue.put_nowait(part)
         # the gets are marked done after the puts, so the count of unfinished batches never
         # falls meanwhile (a join() waiting on the queue must not see it empty)
         for _ in queued:
