@@ -52,12 +52,10 @@ class BatchSizer:
         explore_every: int = 200,
         margin: float = 0.1,
         smoothing: float = 0.3,
-        start: int = START_SIZE,
     ) -> None:
         """``samples`` full batches settle a size; every ``explore_every`` batches a
         neighbour of the cap is tried again; a larger size must be cheaper per item by
-        ``margin`` to win (a smaller one wins ties: it is the lower latency). ``start``:
-        the first cap (the largest candidate size up to it)."""
+        ``margin`` to win (a smaller one wins ties: it is the lower latency)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         sizes = [1]
@@ -75,7 +73,7 @@ class BatchSizer:
         self._estimates = {size: _Estimate() for size in self.sizes}
         # index of the cap in sizes: it starts at 4 (or the bound), a size no model is far off
         # at (a CNN on a CPU is at its best around it), and climbs from there both ways
-        self._at = max((i for i, size in enumerate(self.sizes) if size <= start), default=0)
+        self._at = max(i for i, size in enumerate(self.sizes) if size <= START_SIZE)
         self._probe: int | None = None  # index being tried, or None
         self._since_explore = 0
 

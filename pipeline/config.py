@@ -151,8 +151,7 @@ class WorkerSettings(KafkaSettings):
     )
     torch_threads: int = Field(
         0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs (less one for the event loop "
-        "when a transaction model runs), shared by the lanes, and on a CPU with adaptive batching that or one "
-        "fewer, whichever runs the lane's batches faster (measured as it runs)"
+        "when a transaction model runs), shared by the lanes"
     )
     prepare_threads: int = Field(
         0, ge=0, le=64,

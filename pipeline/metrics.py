@@ -121,8 +121,6 @@ class WorkerCollector:
                                       "(mean batch size = items / batches)", labels=["lane", "reason"])
         cap = GaugeMetricFamily("streaminfer_batch_size_cap", "the lane's batch size cap (adaptive: learned)",
                                 labels=["lane"])
-        threads = GaugeMetricFamily("streaminfer_model_threads", "intra-op threads of the lane's model "
-                                    "(--torch-threads 0 on a CPU: chosen by measurement)", labels=["lane"])
         wait = HistogramMetricFamily("streaminfer_batch_wait_seconds", "first item in to batch closed",
                                      labels=["lane"])
         inference = HistogramMetricFamily("streaminfer_inference_seconds",
@@ -136,11 +134,10 @@ class WorkerCollector:
             for reason, count in sorted(m.batches.items()):
                 batches.add_metric([lane, reason], count)
             cap.add_metric([lane], w.lane_cap(lane))
-            threads.add_metric([lane], w.lane_threads(lane))
             wait.add_metric([lane], m.wait_s.buckets(), m.wait_s.total)
             inference.add_metric([lane], m.inference_s.buckets(), m.inference_s.total)
             preprocess.add_metric([lane], m.preprocess_s.buckets(), m.preprocess_s.total)
-        yield from (items, batches, cap, threads, wait, inference, preprocess)
+        yield from (items, batches, cap, wait, inference, preprocess)
         e2e = HistogramMetricFamily("streaminfer_end_to_end_seconds",
                                     "event timestamp to result handed to the producer", labels=["kind"])
         for kind, histogram in sorted(w.end_to_end.items()):

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
@@ -27,7 +27,6 @@ from schemas.errors import DecodeError, Reason
 from schemas.models import Frame, InputKind, Transaction, wall_ms
 
 log = logging.getLogger("streaminfer.runner")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +97,10 @@ class Runner:
         self._prep_pool = None
         self._started = False
 
-    async def run(self, items: Sequence[Frame | Transaction], lane: str = "", threads: int = 0) -> list[Outcome]:
-        """``run_sync`` on ``lane``'s own model thread (on ``threads`` intra-op threads, if given)."""
+    async def run(self, items: Sequence[Frame | Transaction], lane: str = "") -> list[Outcome]:
+        """``run_sync`` on ``lane``'s own model thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(lane), self._on_threads(self.run_sync, threads), items)
+        return await loop.run_in_executor(self._executor(lane), self.run_sync, items)
 
     async def prepare(self, items: Sequence[Frame | Transaction]) -> Prepared:
         """Preprocess ``items`` on the preparation pool, off the model threads, so that a
@@ -128,23 +127,10 @@ class Runner:
                 slots[i] = slot
         return Prepared(tuple(items), tuple(slots))  # type: ignore[arg-type]
 
-    async def infer(self, prepared: Prepared, lane: str = "", threads: int = 0) -> list[Outcome]:
-        """``infer_sync`` on ``lane``'s own model thread (on ``threads`` intra-op threads, if given)."""
+    async def infer(self, prepared: Prepared, lane: str = "") -> list[Outcome]:
+        """``infer_sync`` on ``lane``'s own model thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(lane), self._on_threads(self.infer_sync, threads), prepared)
-
-    @staticmethod
-    def _on_threads(call: Callable[[_T], list[Outcome]], threads: int) -> Callable[[_T], list[Outcome]]:
-        """``call``, run on ``threads`` intra-op threads (torch sets them per thread: this is
-        on the lane's model thread); 0: as they are."""
-        if not threads:
-            return call
-
-        def on_threads(arg: _T) -> list[Outcome]:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-            return call(arg)
-        return on_threads
+        return await loop.run_in_executor(self._executor(lane), self.infer_sync, prepared)
 
     def _executor(self, lane: str) -> ThreadPoolExecutor:
         if not self._started:

@@ -35,7 +35,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.source import InputRecord, Source
-from pipeline.batch_sizing import START_SIZE, BatchSizer
+from pipeline.batch_sizing import BatchSizer
 from pipeline.batcher import Batch, Batcher, split
 from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
 from pipeline.config import WorkerSettings
@@ -47,7 +47,6 @@ from pipeline.outage import Outage, describe
 from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Outcome as Inference
 from pipeline.runner import Prepared, Runner
-from pipeline.thread_choice import ThreadChoice
 from pipeline.tracing import OtelTracer
 from producers.sinks import Delivery, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
@@ -82,9 +81,8 @@ class _Lane:
     topic: str
     batcher: Batcher[WorkItem]
     queue: asyncio.Queue[tuple[Batch[WorkItem], int]]
-    # adaptive batching: learns the cap on the batch size (and, with threads to spare, the
-    # model's intra-op thread count); None: fixed windows
-    sizer: BatchSizer | ThreadChoice | None = None
+    # adaptive batching: learns the cap on the batch size; None: fixed windows
+    sizer: BatchSizer | None = None
     # closed batches the full queue could not take yet; while there are any, the lane's
     # partitions are paused, so the other lanes go on reading
     held: list[tuple[Batch[WorkItem], int]] = field(default_factory=list)
@@ -149,14 +147,7 @@ class Worker:
 
     def _new_lane(self, topic: str) -> _Lane:
         s = self.settings
-        sizer: BatchSizer | ThreadChoice | None = None
-        if s.batching == "adaptive":
-            def sizer_for(start: int) -> BatchSizer:
-                return BatchSizer(s.max_batch_size, s.latency_slo_ms, start=start or START_SIZE)
-            # threads chosen by measurement only where they were not set and there is a choice
-            threads = self.runner.threads_per_lane
-            choose = not s.torch_threads and threads >= 2 and self.runner.device.type == "cpu"
-            sizer = ThreadChoice(threads, sizer_for) if choose else sizer_for(0)
+        sizer = BatchSizer(s.max_batch_size, s.latency_slo_ms) if s.batching == "adaptive" else None
         batcher: Batcher[WorkItem] = Batcher(
             sizer.cap if sizer else s.max_batch_size, s.max_batch_bytes, s.max_wait_ms
         )
@@ -467,26 +458,16 @@ class Worker:
         preprocessed there); adaptive batching learns from how long the model thread took."""
         events: list[Frame | Transaction] = [it.event for it in items]  # type: ignore[misc]
         ready = await prepared if prepared is not None else None
-        threads = lane.sizer.threads if isinstance(lane.sizer, ThreadChoice) else 0
         started = time.perf_counter()
         if ready is None:
-            inferences = await self.runner.run(events, lane.topic, threads)
+            inferences = await self.runner.run(events, lane.topic)
         else:  # the items still to run (not revoked nor stale since) among those prepared
             at = {id(event): i for i, event in enumerate(ready.items)}
-            inferences = await self.runner.infer(ready.select([at[id(event)] for event in events]), lane.topic,
-                                                 threads)
+            inferences = await self.runner.infer(ready.select([at[id(event)] for event in events]), lane.topic)
         took = time.perf_counter() - started
         self._lane_metrics[lane.topic].inference_s.observe(took)
         if lane.sizer is not None:
-            if isinstance(lane.sizer, ThreadChoice):
-                trials = len(lane.sizer.trials)
-                cap = lane.sizer.observe(len(events), took, threads)
-                if len(lane.sizer.trials) > trials:
-                    kept, kept_s, tried, tried_s = lane.sizer.trials[-1]
-                    log.info("lane %s: the model runs on %d intra-op threads (%d: %.2f ms an item, %d: %.2f ms)",
-                             lane.topic, lane.sizer.threads, kept, kept_s * 1000, tried, tried_s * 1000)
-            else:
-                cap = lane.sizer.observe(len(events), took)
+            cap = lane.sizer.observe(len(events), took)
             if cap < lane.batcher.max_batch_size:
                 self._recut(lane, cap)
             lane.batcher.max_batch_size = cap
@@ -610,11 +591,6 @@ class Worker:
 
     def lane_cap(self, topic: str) -> int:
         return self._lanes[topic].batcher.max_batch_size
-
-    def lane_threads(self, topic: str) -> int:
-        """The intra-op threads the lane's model runs on (chosen, or as set)."""
-        sizer = self._lanes[topic].sizer
-        return sizer.threads if isinstance(sizer, ThreadChoice) else self.runner.threads_per_lane
 
     def in_flight(self) -> int:
         return self.checkpoint.pending()
