@@ -17,7 +17,7 @@ import torch
 from bench.common import default_model, items
 from bench.model_ceiling import ModelBench
 from consumers.testing import MemorySource
-from pipeline.app import default_lane_threads
+from pipeline.app import lane_threads
 from pipeline.config import WorkerSettings
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
@@ -35,7 +35,7 @@ async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", *
     settings = WorkerSettings(input_topics="in", results_topic="out", dead_letter_topic="dlq", worker_id="bench",
                               commit_interval_ms=200, **overrides)
     runner = Runner({kind: model}, resolve_device(device),  # type: ignore[dict-item]
-                    threads_per_lane=settings.torch_threads or default_lane_threads(1, [kind]),
+                    threads_per_lane=settings.torch_threads or lane_threads(1),
                     acceleration=settings.acceleration())
     worker = Worker(settings, runner, source, sink)
     stop = asyncio.Event()

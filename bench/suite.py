@@ -20,6 +20,7 @@ import torch
 
 from bench import codec, kafka_loops, model_ceiling, pipeline_runs
 from bench.common import Progress, backlog, items, machine, spread, spread_text
+from pipeline.app import available_cpus
 
 LOADS = (0.25, 0.5, 1.0, 2.0)
 
@@ -44,9 +45,10 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
     if kind == "transaction":
         contenders["two workers, defaults"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
                                                                                       workers=2))
-    else:  # the default gives a lone frame lane every CPU's intra-op thread: against one
-        contenders["worker, --torch-threads 1"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
-                                                                                         torch_threads=1))
+    else:  # the default keeps a CPU out of the lane's intra-op threads: against every CPU
+        every = available_cpus()
+        contenders[f"worker, --torch-threads {every}"] = lambda: asyncio.run(
+            pipeline_runs.drain(bootstrap, topic, kind, n, torch_threads=every))
     contenders["worker, --batching fixed"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
                                                                                      batching="fixed"))
     if baseline_cwd:

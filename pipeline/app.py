@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
@@ -31,24 +30,16 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def lane_threads(lanes: int, cpus: int | None = None, *, model_bound: bool = False) -> int:
+def lane_threads(lanes: int, cpus: int | None = None) -> int:
     """Intra-op threads for each lane's model thread when ``--torch-threads`` is 0: the CPUs
-    this process may use, shared by the lanes; at least one. A worker with a transaction
-    model keeps one CPU out of that for the event loop, whose Kafka and per-record Python
-    is what bounds small messages. ``model_bound`` (frame models only): the model is the
-    bound and the event loop's share per frame is small, so the lanes get every CPU. On 2
-    CPUs a frame worker drained 400 frames at 20.1, 17.9 and 23.2 frames/s on two threads
-    against 15.6, 14.4 and 19.8 on one (interleaved, same backlog)."""
+    this process may use less one, shared by the lanes; at least one. The CPU kept out is
+    the event loop's (Kafka and per-record Python, what bounds small messages), the
+    preparation pool's and, on a small machine, the broker's: an intra-op thread that
+    loses its core to them stalls the operator it is in. Frame workers on 2 CPUs drained
+    faster on one thread than on two in most interleaved runs here (README, Batching)."""
     if cpus is None:
         cpus = available_cpus()
-    usable = cpus if model_bound else cpus - 1
-    return max(1, usable // max(1, lanes))
-
-
-def default_lane_threads(lanes: int, kinds: Iterable[str]) -> int:
-    """``lane_threads`` for a worker running models of ``kinds``: model-bound unless one of
-    them is a transaction model."""
-    return lane_threads(lanes, model_bound="transaction" not in set(kinds))
+    return max(1, (cpus - 1) // max(1, lanes))
 
 
 def prepare_threads(cpus: int | None = None) -> int:
@@ -69,7 +60,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
             models[cast(InputKind, kind)] = model
     if not models:
         raise ModelError("no model configured: set a frame or transaction model")
-    threads = settings.torch_threads or default_lane_threads(len(set(settings.input_topics)), models)
+    threads = settings.torch_threads or lane_threads(len(set(settings.input_topics)))
     if settings.tracing == "otel":
         try:
             import opentelemetry.trace  # noqa: F401

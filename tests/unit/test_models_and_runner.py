@@ -360,15 +360,12 @@ def test_each_lane_s_model_thread_runs_with_the_intra_op_threads_it_was_given() 
         runner.stop()
     assert seen == [wanted] and torch.get_num_threads() == main_threads  # the caller's setting is left alone
     assert [lane_threads(lanes, cpus) for lanes, cpus in ((1, 2), (2, 2), (2, 16), (1, 1), (3, 8))] == [1, 1, 7, 1, 2]
-    # frame models only: the model is the bound, the lanes share every CPU
-    assert [lane_threads(lanes, cpus, model_bound=True)
-            for lanes, cpus in ((1, 2), (2, 2), (2, 16), (1, 1), (3, 8))] == [2, 1, 8, 1, 2]
 
 
 @pytest.mark.parametrize(("frame_model", "transaction_model", "threads"),
-                         [("builtin:frame-cnn", "none", 8), ("builtin:frame-cnn", "builtin:txn-mlp", 7),
+                         [("builtin:frame-cnn", "none", 7), ("builtin:frame-cnn", "builtin:txn-mlp", 7),
                           ("none", "builtin:txn-mlp", 7)])
-def test_the_worker_gives_a_frame_only_lane_every_cpu(monkeypatch: pytest.MonkeyPatch, frame_model: str,
+def test_the_worker_keeps_one_cpu_out_of_its_lanes_intra_op_threads(monkeypatch: pytest.MonkeyPatch, frame_model: str,
                                                      transaction_model: str, threads: int) -> None:
     from pipeline import app
     from pipeline.config import WorkerSettings
