@@ -25,10 +25,13 @@ from pipeline.app import available_cpus
 LOADS = (0.25, 0.5, 1.0, 2.0)
 
 
-def contenders_per_kind(baseline_cwd: str | None) -> int:
+def contenders_per_kind(kind: str, baseline_cwd: str | None) -> int:
     """Kafka ceiling, model alone, naive loop, worker, a second worker variant (two workers
-    or two threads), fixed batching, and the other checkout's worker when given."""
-    return 6 + (1 if baseline_cwd else 0)
+    or every CPU), fixed batching for transactions, and the other checkout's worker when
+    given. Frames drain with fixed windows of 256 at a quarter of the naive loop's rate
+    (0.15-0.23x the model alone in the runs of 2026-12-03), 50 s a repetition: the latency
+    part still compares both batchings for frames."""
+    return (6 if kind == "transaction" else 5) + (1 if baseline_cwd else 0)
 
 
 def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best: dict[str, int],
@@ -45,17 +48,17 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
     if kind == "transaction":
         contenders["two workers, defaults"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
                                                                                       workers=2))
+        contenders["worker, --batching fixed"] = lambda: asyncio.run(
+            pipeline_runs.drain(bootstrap, topic, kind, n, batching="fixed"))
     else:  # the default keeps a CPU out of the lane's intra-op threads: against every CPU
         every = available_cpus()
         contenders[f"worker, --torch-threads {every}"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, torch_threads=every))
-    contenders["worker, --batching fixed"] = lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n,
-                                                                                     batching="fixed"))
     if baseline_cwd:
         contenders[f"worker from {baseline_cwd}"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, cwd=baseline_cwd))
     # the step count of the progress line was made from this number before any ran
-    assert len(contenders) == contenders_per_kind(baseline_cwd), sorted(contenders)
+    assert len(contenders) == contenders_per_kind(kind, baseline_cwd), sorted(contenders)
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     default_threads = torch.get_num_threads()
     try:
@@ -105,9 +108,10 @@ def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int =
             latency_seconds: float = 6.0, baseline_cwd: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {"machine": machine(), "reps": reps, "kinds": {}}
-    # steps: decoding, a sweep per kind, each kind's 6 contenders (7 with a baseline checkout)
-    # per repetition, and per kind both batchings at every load
-    steps = 1 + 2 + 2 * reps * contenders_per_kind(baseline_cwd) + 2 * 2 * len(LOADS)
+    # steps: decoding, a sweep per kind, each kind's contenders per repetition, and per kind
+    # both batchings at every load
+    steps = (1 + 2 + reps * sum(contenders_per_kind(kind, baseline_cwd) for kind in ("transaction", "frame"))
+             + 2 * 2 * len(LOADS))
     progress = Progress(steps)
     print("input decoding: msgspec fast path against pydantic alone", flush=True)
     report["decoding"] = codec.run_codec()
