@@ -150,8 +150,8 @@ class WorkerSettings(KafkaSettings):
         False, description="torch.compile the model (static shapes; batches padded to powers of two)"
     )
     torch_threads: int = Field(
-        0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs (less one for the event loop "
-        "when a transaction model runs), shared by the lanes"
+        0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one (for the event loop, "
+        "the preparation pool and a co-located broker), shared by the lanes"
     )
     prepare_threads: int = Field(
         0, ge=0, le=64,
