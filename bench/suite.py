@@ -28,9 +28,9 @@ LOADS = (0.25, 0.5, 1.0, 2.0)
 def contenders_per_kind(kind: str, baseline_cwd: str | None) -> int:
     """Kafka ceiling, model alone, naive loop, worker, a second worker variant (two workers
     or every CPU), fixed batching for transactions, and the other checkout's worker when
-    given. Frames drain with fixed windows of 256 at a quarter of the naive loop's rate
-    (0.15-0.23x the model alone in the runs of 2026-12-03), 50 s a repetition: the latency
-    part still compares both batchings for frames."""
+    given. Not fixed batching for frames: windows of 256 drained them at 0.28-0.52x the
+    naive loop's rate (0.15-0.23x the model alone, 2026-12-03), 50 s a repetition; the
+    latency part still compares both batchings for frames."""
     return (6 if kind == "transaction" else 5) + (1 if baseline_cwd else 0)
 
 

@@ -365,8 +365,8 @@ def test_each_lane_s_model_thread_runs_with_the_intra_op_threads_it_was_given() 
 @pytest.mark.parametrize(("frame_model", "transaction_model", "threads"),
                          [("builtin:frame-cnn", "none", 7), ("builtin:frame-cnn", "builtin:txn-mlp", 7),
                           ("none", "builtin:txn-mlp", 7)])
-def test_the_worker_keeps_one_cpu_out_of_its_lanes_intra_op_threads(monkeypatch: pytest.MonkeyPatch, frame_model: str,
-                                                     transaction_model: str, threads: int) -> None:
+def test_the_worker_keeps_one_cpu_out_of_its_lanes_intra_op_threads(
+        monkeypatch: pytest.MonkeyPatch, frame_model: str, transaction_model: str, threads: int) -> None:
     from pipeline import app
     from pipeline.config import WorkerSettings
 
