@@ -13,7 +13,8 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 
-@dataclass(frozen=True, slots=True)
+# made per record: not frozen, whose __init__ costs four times as much (0.8 against 0.19 us for 7 fields)
+@dataclass(slots=True)
 class InputRecord:
     topic: str
     partition: int

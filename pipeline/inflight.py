@@ -19,7 +19,8 @@ from schemas.errors import DecodeError
 from schemas.models import Frame, Transaction
 
 
-@dataclass(frozen=True, slots=True)
+# made per record: not frozen, whose __init__ costs four times as much (0.8 against 0.19 us for 7 fields)
+@dataclass(slots=True)
 class WorkItem:
     record: InputRecord
     event: Frame | Transaction | DecodeError

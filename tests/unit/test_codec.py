@@ -26,7 +26,7 @@ from schemas import (
     decode_result,
     encode,
 )
-from schemas.codec import result_msgpack
+from schemas.codec import packb, result_msgpack
 from schemas.images import decode_pixels, encode_image, encoded_dimensions
 
 
@@ -93,6 +93,30 @@ def test_the_hot_path_result_bytes_are_the_schema_s_bytes(
     fast = result_msgpack(**fields, topic="t", partition=1, offset=2**40, timings=(1, 2, 3, 4, 5, 6))  # type: ignore[arg-type]
     assert fast == encode(result)
     assert decode_result(fast) == result
+
+
+class _Count(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    {"score": 0.25, "label": "ok", "n": -3, "big": 2**64 - 1, "small": -2**63, "flag": True, "none": None},
+    {"labels": [{"label": "x" * 40, "score": 1e-300}], "pair": (1, 2.5), "blob": b"\x00\x01", 7: "int key"},
+    {"text": "y" * 70_000, "nested": [[[[]]]], "inf": float("inf")},
+    {"numpy": np.float64(0.5), "count": _Count(3)},  # msgspec refuses them: msgpack-python writes them
+])
+def test_packb_writes_what_msgpack_python_writes(value: dict[object, object]) -> None:
+    assert packb(value) == msgpack.packb(value, use_bin_type=True)
+
+
+def test_packb_also_writes_a_set_which_msgpack_python_refuses() -> None:
+    assert packb({"ids": {3}}) == msgpack.packb({"ids": [3]}, use_bin_type=True)
+
+
+@pytest.mark.parametrize("value", [{"score": 2**64}, {"score": -2**63 - 1}, {"f": lambda: 0}, {"n": np.int64(9)}])
+def test_packb_refuses_what_msgpack_cannot_hold(value: dict[str, object]) -> None:
+    with pytest.raises((OverflowError, TypeError)):
+        packb(value)
 
 
 def test_dead_letter_survives_its_header_encoding() -> None:

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from consumers.testing import MemorySource
 from pipeline.runner import Runner
-from pipeline.tracing import HeaderTracer, OtelTracer, TraceContext, parse
+from pipeline.tracing import HeaderTracer, OtelTracer, TraceContext, carries_trace, parse
 from pipeline.worker import Worker
 from producers.testing import MemorySink
 from schemas.codec import DLQ_REASON
@@ -133,3 +133,15 @@ def test_otel_without_a_configured_provider_still_propagates() -> None:
     headers = dict(tracer.outcome_headers([("traceparent", TRACEPARENT)], start_ms=1, end_ms=2, attributes={}))
     context = parse(list(headers.items()))
     assert context is not None and context.trace_id == TRACE and context.parent_id != PARENT
+
+
+def test_only_a_record_with_a_traceparent_header_is_looked_at_for_a_trace() -> None:
+    valid = b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"
+    assert not carries_trace([])
+    assert not carries_trace([("content-type", b"application/msgpack"), ("tracestate", b"x=1")])
+    assert carries_trace([("content-type", b"application/msgpack"), ("TraceParent", valid)])
+    assert carries_trace([("traceparent", b"garbage")])  # asked, then parse says it is no trace
+    # the outcome of a record with only a content type carries no trace headers, one with a trace does
+    tracer = HeaderTracer(random.Random(1))
+    assert tracer.outcome_headers([("content-type", b"application/msgpack")]) == ()
+    assert [name for name, _ in tracer.outcome_headers([("traceparent", valid)])] == ["traceparent"]
