@@ -23,7 +23,7 @@ from aiokafka.errors import (
     RebalanceInProgressError,
 )
 
-from consumers.source import Source
+from consumers.source import InputRecord, Source
 from pipeline.exceptions import BrokerUnavailable, ClusterChanged, KafkaAccessDenied, WorkerExit
 from pipeline.offsets import OffsetTracker
 from pipeline.outage import Outage
@@ -117,6 +117,18 @@ class Checkpoint:
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         self._offsets.done(tp, offset)
+
+    def done_all(self, records: Iterable[InputRecord]) -> None:
+        """``done`` for each of a batch's records, a partition's run of them at a time."""
+        tp, offsets = None, list[int]()
+        for record in records:
+            if tp is None or tp.partition != record.partition or tp.topic != record.topic:
+                if tp is not None:
+                    self._offsets.done_many(tp, offsets)
+                tp, offsets = record.tp, []
+            offsets.append(record.offset)
+        if tp is not None:
+            self._offsets.done_many(tp, offsets)
 
     def pending(self) -> int:
         """Records tracked and not yet delivered (at-least-once bookkeeping)."""

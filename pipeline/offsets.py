@@ -8,7 +8,8 @@ finished offsets. Kafka's committed offset is the *next* offset to read.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
+from itertools import islice
 from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)
@@ -45,6 +46,24 @@ class OffsetTracker(Generic[P]):
         part.done.add(offset)
         while part.pending and part.pending[0] in part.done:
             finished = part.pending.popleft()
+            part.done.discard(finished)
+            part.next_commit = finished + 1
+
+    def done_many(self, partition: P, offsets: Sequence[int]) -> None:
+        """``done`` for each of ``offsets`` (in increasing order). The usual case, the oldest
+        pending run of the partition, moves the commit point without a set."""
+        part = self._parts.get(partition)
+        if part is None or not offsets:
+            return
+        pending, k = part.pending, len(offsets)
+        if pending and pending[0] == offsets[0] and list(islice(pending, k)) == list(offsets):
+            for _ in range(k):
+                pending.popleft()
+            part.next_commit = offsets[-1] + 1
+        else:
+            part.done.update(offsets)
+        while pending and pending[0] in part.done:
+            finished = pending.popleft()
             part.done.discard(finished)
             part.next_commit = finished + 1
 

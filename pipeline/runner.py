@@ -68,6 +68,9 @@ class Runner:
         them per thread); 0 keeps torch's default. ``prepare_threads``: the preparation
         pool, where batches are preprocessed ahead of their model (``prepare``)."""
         self.models = dict(models)
+        # the kinds whose model preprocesses on the preparation pool (frames)
+        self.pool_kinds = frozenset(kind for kind, model in self.models.items()
+                                    if getattr(model, "preprocess_in_pool", False))
         self.threads_per_lane = threads_per_lane
         self.acceleration = acceleration or Acceleration()
         self.acceleration.check(device)
@@ -145,11 +148,12 @@ class Runner:
         return executor
 
     def _parallel_preprocess(self, kind: InputKind) -> bool:
-        return bool(getattr(self.models.get(kind), "preprocess_in_pool", False))
+        return kind in self.pool_kinds
 
     def prepares_apart(self, items: Sequence[Frame | Transaction]) -> bool:
         """Whether a batch of ``items`` is worth preparing ahead (its preprocessing is costly)."""
-        return any(self._parallel_preprocess(item.kind) for item in items)
+        kinds = self.pool_kinds
+        return bool(kinds) and any(item.kind in kinds for item in items)
 
     def _init_thread(self) -> None:
         if self.threads_per_lane:

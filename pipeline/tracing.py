@@ -72,7 +72,7 @@ def carries_trace(headers: Sequence[tuple[str, bytes]]) -> bool:
     """Whether ``headers`` hold a ``traceparent`` at all (valid or not): the cheap question
     asked of every record, most of which carry only a content type."""
     for name, _ in headers:
-        if name.lower() == TRACEPARENT:
+        if len(name) == len(TRACEPARENT) and name.lower() == TRACEPARENT:
             return True
     return False
 

@@ -253,12 +253,17 @@ class Worker:
             generation = self._inflight.generation
             received_ms = wall_ms()  # one poll, one moment: not a clock read per record
             self.stats.consumed += len(records)
+            track = self._exactly_once is None  # exactly-once commits offsets in transactions
+            tp = None
             for record in records:
                 self._positions[record.topic, record.partition] = record.offset + 1
                 if generation != self._inflight.generation:
                     break  # a rebalance or a replay ran meanwhile: the rest is read again
-                if self._exactly_once is None:  # exactly-once commits offsets in transactions
-                    self.checkpoint.track(record.tp, record.offset)
+                if track:
+                    # a poll hands out each partition's records together: one TopicPartition a run
+                    if tp is None or tp.partition != record.partition or tp.topic != record.topic:
+                        tp = record.tp
+                    self.checkpoint.track(tp, record.offset)
                 item = WorkItem(record, self._outcomes.decode(record), received_ms, generation)
                 lane = self._lane(record.topic)
                 for closed in lane.batcher.add(item, _item_bytes(item), self._clock()):
@@ -389,6 +394,8 @@ class Worker:
 
     def _prepare(self, lane: _Lane, batch: Batch[WorkItem]) -> asyncio.Future[Prepared] | None:
         """Start preprocessing ``batch`` on the runner's pool if its model opts in (frames)."""
+        if not self.runner.pool_kinds:
+            return None  # no model of this worker does (transactions only): not asked per item
         events = [it.event for it in batch.items if not isinstance(it.event, DecodeError)]
         if not events or not self.runner.prepares_apart(events):  # type: ignore[arg-type]
             return None
@@ -412,7 +419,11 @@ class Worker:
 
     async def _process(self, ahead: _Ahead, lane: _Lane) -> None:
         batch, closed_ms = ahead.batch, ahead.closed_ms
-        live = tuple(it for it in batch.items if self._inflight.current(it))
+        generation = self._inflight.generation
+        # a batch's generations never fall (a drop bumps it for what is read after): its first
+        # item current, every item is, and the batch need not be looked at per item
+        live = batch.items if batch.items and batch.items[0].generation == generation else tuple(
+            it for it in batch.items if it.generation == generation)
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         metrics = self._lane_metrics[lane.topic]
         metrics.items += len(batch.items)
@@ -424,33 +435,44 @@ class Worker:
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
         inferences = iter(await self._infer(lane, decoded, ahead.prepared) if decoded else ())
         outcomes: list[Outcome] = []
-        frame_model = self.runner.models.get("frame") if stale else None
         produced_ms = wall_ms()  # the batch's outcomes go to the producer together
-        for item in live:
-            if isinstance(item.event, DecodeError):
-                outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
-            elif id(item) in stale:
-                assert isinstance(item.event, Frame)
-                outcomes.append(self._outcomes.skipped_stale(
-                    item.record, item.event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
-                    model_name=frame_model.name if frame_model else "",
-                    model_version=frame_model.version if frame_model else "",
-                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
-                ))
-            else:
-                outcomes.append(self._outcomes.result(
-                    item.record, item.event, next(inferences),
-                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
-                    batch_size=len(decoded),
-                ))
-                e2e = self.end_to_end.get(item.event.kind) or self.end_to_end.setdefault(item.event.kind, Histogram())
-                e2e.observe((produced_ms - item.event.event_time_ms) / 1000)
+        result, batch_size = self._outcomes.result, len(decoded)
+        e2e_kind, e2e = "", Histogram()
+        if batch_size == len(live):  # the usual batch: every record decoded, no frame stale
+            for item, inference in zip(live, inferences, strict=True):
+                event = item.event
+                assert not isinstance(event, DecodeError)
+                outcomes.append(result(item.record, event, inference, received_ms=item.received_ms,
+                                       closed_ms=closed_ms, produced_ms=produced_ms, batch_size=batch_size))
+                if event.kind != e2e_kind:
+                    e2e_kind, e2e = event.kind, self._end_to_end(event.kind)
+                e2e.observe((produced_ms - event.event_time_ms) / 1000)
+        else:
+            frame_model = self.runner.models.get("frame") if stale else None
+            for item in live:
+                if isinstance(item.event, DecodeError):
+                    outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
+                elif id(item) in stale:
+                    assert isinstance(item.event, Frame)
+                    outcomes.append(self._outcomes.skipped_stale(
+                        item.record, item.event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
+                        model_name=frame_model.name if frame_model else "",
+                        model_version=frame_model.version if frame_model else "",
+                        received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
+                    ))
+                else:
+                    outcomes.append(result(item.record, item.event, next(inferences), received_ms=item.received_ms,
+                                           closed_ms=closed_ms, produced_ms=produced_ms, batch_size=batch_size))
+                    self._end_to_end(item.event.kind).observe((produced_ms - item.event.event_time_ms) / 1000)
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
             return
         sent_at = time.perf_counter()
         deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
         await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
+
+    def _end_to_end(self, kind: str) -> Histogram:
+        return self.end_to_end.get(kind) or self.end_to_end.setdefault(kind, Histogram())
 
     async def _infer(self, lane: _Lane, items: list[WorkItem],
                      prepared: asyncio.Future[Prepared] | None) -> list[Inference]:
@@ -534,18 +556,22 @@ class Worker:
                 self._deliveries.task_done()
 
     async def _deliver_at_least_once(self, sent: Sent) -> None:
+        results = 0
         for outcome, delivery in sent.outcomes:
             assert delivery is not None
             if not delivery.done() or delivery.cancelled() or delivery.exception() is not None:
                 outcome = await self._delivered(outcome, delivery)
             # else acked already, as most of a batch is once its first record's ack is in
-            self.stats.count(outcome)
+            if outcome.reason is None:
+                results += 1  # counted once per batch: this loop is per record
+            else:
+                self.stats.count(outcome)
+        self.stats.results += results
         self.produce_s.observe(time.perf_counter() - sent.sent_at)  # before any await: counted with the results
         self._outage.ok()  # once per batch: every outcome of it got through
         self.stats.batches += 1
-        if all(self._inflight.current(it) for it in sent.items):
-            for item in sent.items:
-                self.checkpoint.done(item.record.tp, item.record.offset)
+        if all(it.generation == self._inflight.generation for it in sent.items):
+            self.checkpoint.done_all(it.record for it in sent.items)
         await self.checkpoint.commit(force=False)
 
     async def _delivered(self, outcome: Outcome, delivery: Delivery) -> Outcome:

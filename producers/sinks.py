@@ -107,7 +107,8 @@ class KafkaSink:
         )
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
-        self._placed: dict[tuple[str, int, bytes], int] = {}  # (topic, partitions, key) -> partition
+        # (topic, its partition count) -> key -> partition
+        self._placed: dict[tuple[str, int], dict[bytes, int]] = {}
         self._retries: set[asyncio.Future[None]] = set()  # record batches being resent one by one
         # topic -> (largest record batch it takes, until when that is known: inf once read)
         self._limits: dict[str, tuple[int, float]] = {}
@@ -195,22 +196,25 @@ class KafkaSink:
         headers = [list(record.headers) for record in records]
         sizes = [_size(record.key, record.value, h) for record, h in zip(records, headers, strict=True)]
         for i, record in enumerate(records):
-            if record.topic not in partitions:
+            topic = record.topic
+            if topic not in partitions:
                 try:
-                    partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+                    partitions[topic] = sorted(await producer.partitions_for(topic))
                 except KafkaError as exc:
                     deliveries[i].set_exception(exc)
                     continue
-                limits[record.topic] = await self.topic_limit(record.topic)
-            if (refused := self._refusal(record, sizes[i], limits[record.topic])) is not None:
-                self._chain(refused, deliveries[i])
+                limits[topic] = await self.topic_limit(topic)
+            if sizes[i] > limits[topic]:
+                self._chain(self._refusal(record, sizes[i], limits[topic]), deliveries[i])  # type: ignore[arg-type]
                 continue
-            groups.setdefault((record.topic, self._partition(record, partitions[record.topic])), []).append(i)
+            groups.setdefault((topic, self._partition(record, partitions[topic])), []).append(i)
         for (topic, partition), indices in groups.items():
             batch, members = producer.create_batch(), list[int]()
+            # the usual group fits the topic's limit whole: no size asked per record
+            fits = sum(sizes[i] for i in indices) <= limits[topic]
             for i in indices:
                 record = records[i]
-                appended = (not members or batch.size() + sizes[i] <= limits[topic]) and batch.append(
+                appended = (fits or not members or batch.size() + sizes[i] <= limits[topic]) and batch.append(
                     key=record.key, value=record.value, timestamp=None, headers=headers[i]) is not None
                 if not appended:  # full: send it, start the next
                     await self._send_batch(batch, topic, partition, [records[j] for j in members],
@@ -228,12 +232,12 @@ class KafkaSink:
         per key while the topic's partition count stays the same."""
         if record.key is None:
             return int(self._partitioner(None, known, known))
-        cache_key = (record.topic, len(known), record.key)
-        partition = self._placed.get(cache_key)
+        placed = self._placed.get((record.topic, len(known)))
+        if placed is None or len(placed) >= _PLACED_MAX:
+            placed = self._placed[record.topic, len(known)] = {}
+        partition = placed.get(record.key)
         if partition is None:
-            if len(self._placed) >= _PLACED_MAX:
-                self._placed.clear()
-            partition = self._placed[cache_key] = int(self._partitioner(record.key, known, known))
+            partition = placed[record.key] = int(self._partitioner(record.key, known, known))
         return partition
 
     async def _send_batch(self, batch: Any, topic: str, partition: int, records: list[OutRecord],

@@ -39,7 +39,7 @@ class Limits:
 
 def content_type_of(headers: Headers | None) -> str:
     for name, value in headers or ():
-        if name.lower() == CONTENT_TYPE_HEADER:
+        if name == CONTENT_TYPE_HEADER or name.lower() == CONTENT_TYPE_HEADER:  # the usual spelling first
             return value.decode("latin-1").split(";", 1)[0].strip().lower()
     return MSGPACK
 

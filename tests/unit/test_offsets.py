@@ -50,3 +50,40 @@ def test_out_of_order_tracking_is_refused() -> None:
     t.track("a", 3)
     with pytest.raises(ValueError):
         t.track("a", 2)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_done_many_moves_the_commit_point_as_done_one_by_one_does(seed: int) -> None:
+    """Runs of a partition's tracked offsets (with gaps, as transaction markers leave),
+    finished in any order, some already finished one by one: the same commit points."""
+    import random
+
+    rng = random.Random(seed)
+    offsets = sorted(rng.sample(range(400), 120))
+    one: OffsetTracker[str] = OffsetTracker()
+    many: OffsetTracker[str] = OffsetTracker()
+    for off in offsets:
+        one.track("p", off)
+        many.track("p", off)
+    cuts = sorted(rng.sample(range(1, len(offsets)), 9))
+    runs = [offsets[a:b] for a, b in zip([0, *cuts], [*cuts, len(offsets)], strict=True)]
+    rng.shuffle(runs)
+    for run in runs:
+        if rng.random() < 0.2:  # a stray one finished alone first (a dead letter's own ack)
+            stray = rng.choice(run)
+            one.done("p", stray)
+            many.done("p", stray)
+        for off in run:
+            one.done("p", off)
+        many.done_many("p", run)
+        assert many.committable() == one.committable()
+        assert many.pending("p") == one.pending("p")
+    assert many.committable() == {"p": offsets[-1] + 1}
+
+
+def test_done_many_of_a_forgotten_partition_is_ignored() -> None:
+    t: OffsetTracker[str] = OffsetTracker()
+    t.track("p", 0)
+    t.forget(["p"])
+    t.done_many("p", [0])
+    assert t.committable() == {}
