@@ -2,7 +2,8 @@
 
 A CNN on a CPU runs fastest per frame at batch 1 to 4 and slower beyond; a GPU or a
 small MLP keeps getting cheaper per item up to large batches. So the cap is measured,
-not assumed: every batch reports its size and how long the model took on it, the sizer
+not assumed: every batch reports its size and how long its lane took on it (the model,
+and the work per batch around it: building results, the produce request), the sizer
 keeps a moving average of the cost per item for each size it has seen (powers of two
 up to ``max_batch_size``, and that bound itself), and the cap is the size with the
 lowest cost per item. It starts at 4 and climbs the hill both ways: a neighbour of the
@@ -86,7 +87,7 @@ class BatchSizer:
         return {s: round(e.per_item_s * 1000, 4) for s, e in self._estimates.items() if e.samples}
 
     def observe(self, size: int, seconds: float) -> int:
-        """Record one batch of ``size`` items that took ``seconds`` in the model; return the cap."""
+        """Record one batch of ``size`` items that took its lane ``seconds``; return the cap."""
         estimate = self._estimates.get(size)
         if estimate is None or size < 1 or seconds < 0:
             return self.cap
