@@ -17,7 +17,7 @@ import torch
 from bench.common import default_model, items
 from bench.model_ceiling import ModelBench
 from consumers.testing import MemorySource
-from pipeline.app import lane_threads
+from pipeline.app import lane_threads, settle_heap
 from pipeline.config import WorkerSettings
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
@@ -56,6 +56,7 @@ def run_in_process(kind: str, n: int, reps: int, device: str = "auto", **acceler
     """``acceleration``: precision, channels_last, compile (as the worker's settings), for
     the worker and the model alone alike."""
     payloads = [encode(e) for e in items(kind, n)]
+    settle_heap()  # as a worker process does once its models are loaded (its collector settings too)
     settings = WorkerSettings(**acceleration)
     model = ModelBench(kind, min(n, 256), device=device, acceleration=settings.acceleration())
     threads = torch.get_num_threads()

@@ -10,14 +10,13 @@ side by side in one run (repetitions interleaved: this machine is noisy).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.common import worker_processes
-from consumers.results_reader import read_results
+from bench.pipeline_runs import collect_results
 from pipeline.config import WorkerSettings
 from pipeline.latency import latency_summary_ms
 from pipeline.results_view import end_to_end_ms
@@ -48,13 +47,12 @@ async def run_mixed_once(bootstrap: str, seconds: float, txn_rate: float, frame_
                                         bootstrap=bootstrap, topic=frames_topic, rate_per_s=frame_rate,
                                         progress=False)),
         ]
-        stream = read_results(bootstrap=bootstrap, topic=settings.results_topic, follow=True)
-        async with contextlib.aclosing(stream):
-            async for result in stream:
-                e2e[result.kind].append(end_to_end_ms(result))
-                if len(e2e["transaction"]) + len(e2e["frame"]) == n_txns + n_frames:
-                    break
         await asyncio.gather(*feeders)
+        # read once they are all there, not as they come: a reader decoding every result
+        # beside the worker takes a share of the same CPUs (as in the drains); the figures
+        # come from the results' own timings either way
+        for result in await collect_results(bootstrap, settings.results_topic, n_txns + n_frames):
+            e2e[result.kind].append(end_to_end_ms(result))
     return {kind: latency_summary_ms(values) | {"n": len(values)} for kind, values in e2e.items()}
 
 

@@ -36,7 +36,7 @@ def _models(kind: str) -> dict[str, str]:
             "transaction_model": default_model("transaction") if kind == "transaction" else "none"}
 
 
-async def _collect(bootstrap: str, topic: str, n: int, timeout_s: float = 600.0) -> list[Result]:
+async def collect_results(bootstrap: str, topic: str, n: int, timeout_s: float = 600.0) -> list[Result]:
     """The results on ``topic`` once it holds ``n`` records. Until then only its end offsets
     are asked for, a few times a second: reading and decoding every result as it comes took
     0.7 of a core beside a worker draining transactions on a 2-core machine, a load no
@@ -71,7 +71,7 @@ async def drain(bootstrap: str, topic: str, kind: str, n: int, *, workers: int =
     settings = fresh_settings(bootstrap, "drain", [topic], **(_models(kind) | overrides))
     await create_outputs(settings)
     async with worker_processes(settings, workers, cwd=cwd):
-        results = await _collect(bootstrap, settings.results_topic, n)
+        results = await collect_results(bootstrap, settings.results_topic, n)
     firsts: dict[str, int] = {}
     for r in results:
         firsts[r.worker_id] = min(firsts.get(r.worker_id, r.timings.received_ms), r.timings.received_ms)
@@ -115,7 +115,7 @@ async def latency(bootstrap: str, kind: str, rate_per_s: float, seconds: float, 
         await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
         feeder = asyncio.create_task(publish(paced_events(kind, n, seed), bootstrap=bootstrap,
                                              topic=settings.input_topics[0], rate_per_s=rate_per_s, progress=False))
-        results = await _collect(bootstrap, settings.results_topic, n)
+        results = await collect_results(bootstrap, settings.results_topic, n)
         report = await feeder
     since = min(r.timings.event_ms for r in results) + warmup_s * 1000
     steady = [r for r in results if r.timings.event_ms >= since] or results
