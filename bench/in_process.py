@@ -17,7 +17,7 @@ import torch
 from bench.common import default_model, items
 from bench.model_ceiling import ModelBench
 from consumers.testing import MemorySource
-from pipeline.app import lane_threads, settle_heap
+from pipeline.app import lane_threads, prepares_ahead, settle_heap
 from pipeline.config import WorkerSettings
 from pipeline.models import load_model, resolve_device
 from pipeline.runner import Runner
@@ -34,9 +34,10 @@ async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", *
     model = load_model(default_model(kind), kind)  # type: ignore[arg-type]
     settings = WorkerSettings(input_topics="in", results_topic="out", dead_letter_topic="dlq", worker_id="bench",
                               commit_interval_ms=200, **overrides)
+    threads = settings.torch_threads or lane_threads(1, frames_only=kind == "frame")
     runner = Runner({kind: model}, resolve_device(device),  # type: ignore[dict-item]
-                    threads_per_lane=settings.torch_threads or lane_threads(1),
-                    acceleration=settings.acceleration())
+                    threads_per_lane=threads, acceleration=settings.acceleration(),
+                    prepare_ahead=prepares_ahead(threads))
     worker = Worker(settings, runner, source, sink)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -20,14 +20,14 @@ import torch
 
 from bench import codec, kafka_loops, model_ceiling, pipeline_runs
 from bench.common import Progress, backlog, items, machine, spread, spread_text
-from pipeline.app import available_cpus
+from pipeline.app import available_cpus, lane_threads
 
 LOADS = (0.25, 0.5, 1.0, 2.0)
 
 
 def contenders_per_kind(kind: str, baseline_cwd: str | None) -> int:
-    """Kafka ceiling, model alone, naive loop, worker, a second worker variant (two workers
-    or every CPU), fixed batching for transactions, and the other checkout's worker when
+    """Kafka ceiling, model alone, naive loop, worker, a second worker variant (two workers,
+    or the other choice of intra-op threads), fixed batching for transactions, and the other checkout's worker when
     given. Not fixed batching for frames: windows of 256 drained them at 0.28-0.52x the
     naive loop's rate (0.15-0.23x the model alone, 2026-12-03), 50 s a repetition; the
     latency part still compares both batchings for frames."""
@@ -50,10 +50,14 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
                                                                                       workers=2))
         contenders["worker, --batching fixed"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, batching="fixed"))
-    else:  # the default keeps a CPU out of the lane's intra-op threads: against every CPU
+    else:
+        # the default keeps a CPU out of the lane's intra-op threads, with batches prepared
+        # ahead on the pool: against every CPU; on a small machine, where the default is
+        # every CPU with batches prepared in the model thread: against one CPU kept out
         every = available_cpus()
-        contenders[f"worker, --torch-threads {every}"] = lambda: asyncio.run(
-            pipeline_runs.drain(bootstrap, topic, kind, n, torch_threads=every))
+        other = max(1, every - 1) if lane_threads(1, every, frames_only=True) == every else every
+        contenders[f"worker, --torch-threads {other}"] = lambda: asyncio.run(
+            pipeline_runs.drain(bootstrap, topic, kind, n, torch_threads=other))
     if baseline_cwd:
         contenders[f"worker from {baseline_cwd}"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, cwd=baseline_cwd))

@@ -63,14 +63,17 @@ class Runner:
         threads_per_lane: int = 0,
         acceleration: Acceleration | None = None,
         prepare_threads: int = 1,
+        prepare_ahead: bool = True,
     ) -> None:
         """``threads_per_lane``: intra-op threads of each lane's model thread (torch sets
         them per thread); 0 keeps torch's default. ``prepare_threads``: the preparation
-        pool, where batches are preprocessed ahead of their model (``prepare``)."""
+        pool, where batches are preprocessed ahead of their model (``prepare``);
+        ``prepare_ahead`` False: no batch is (``prepares_apart`` says no), each is
+        preprocessed in its model thread."""
         self.models = dict(models)
-        # the kinds whose model preprocesses on the preparation pool (frames)
+        # the kinds whose model preprocesses on the preparation pool (frames); none if nothing is prepared ahead
         self.pool_kinds = frozenset(kind for kind, model in self.models.items()
-                                    if getattr(model, "preprocess_in_pool", False))
+                                    if prepare_ahead and getattr(model, "preprocess_in_pool", False))
         self.threads_per_lane = threads_per_lane
         self.acceleration = acceleration or Acceleration()
         self.acceleration.check(device)

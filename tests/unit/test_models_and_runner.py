@@ -360,20 +360,32 @@ def test_each_lane_s_model_thread_runs_with_the_intra_op_threads_it_was_given() 
         runner.stop()
     assert seen == [wanted] and torch.get_num_threads() == main_threads  # the caller's setting is left alone
     assert [lane_threads(lanes, cpus) for lanes, cpus in ((1, 2), (2, 2), (2, 16), (1, 1), (3, 8))] == [1, 1, 7, 1, 2]
+    # a single frame lane on a small machine gets every CPU (its batches then prepared in the model thread)
+    assert [lane_threads(lanes, cpus, frames_only=True) for lanes, cpus in ((1, 2), (1, 1), (2, 2), (1, 3), (1, 8))] \
+        == [2, 1, 1, 2, 7]
 
 
-@pytest.mark.parametrize(("frame_model", "transaction_model", "threads"),
-                         [("builtin:frame-cnn", "none", 7), ("builtin:frame-cnn", "builtin:txn-mlp", 7),
-                          ("none", "builtin:txn-mlp", 7)])
-def test_the_worker_keeps_one_cpu_out_of_its_lanes_intra_op_threads(
-        monkeypatch: pytest.MonkeyPatch, frame_model: str, transaction_model: str, threads: int) -> None:
+@pytest.mark.parametrize(("cpus", "frame_model", "transaction_model", "torch_threads", "threads", "ahead"),
+                         [(8, "builtin:frame-cnn", "none", 0, 7, True),
+                          (8, "builtin:frame-cnn", "builtin:txn-mlp", 0, 7, True),
+                          (8, "none", "builtin:txn-mlp", 0, 7, False),
+                          # a small machine: a frame-only worker takes every CPU and prepares in the model thread
+                          (2, "builtin:frame-cnn", "none", 0, 2, False),
+                          (2, "builtin:frame-cnn", "builtin:txn-mlp", 0, 1, True),
+                          (2, "none", "builtin:txn-mlp", 0, 1, False),
+                          # set by hand: ahead on the pool only while a CPU is left beside the model's threads
+                          (2, "builtin:frame-cnn", "none", 1, 1, True), (8, "builtin:frame-cnn", "none", 8, 8, False)])
+def test_the_worker_keeps_one_cpu_out_of_its_lanes_intra_op_threads_but_on_a_small_frame_worker(
+        monkeypatch: pytest.MonkeyPatch, cpus: int, frame_model: str, transaction_model: str, torch_threads: int,
+        threads: int, ahead: bool) -> None:
     from pipeline import app
     from pipeline.config import WorkerSettings
 
-    monkeypatch.setattr(app, "available_cpus", lambda: 8)
-    worker = app.build_worker(WorkerSettings(input_topics="in", frame_model=frame_model,
-                                             transaction_model=transaction_model, device="cpu"))
+    monkeypatch.setattr(app, "available_cpus", lambda: cpus)
+    worker = app.build_worker(WorkerSettings(input_topics="in", frame_model=frame_model, device="cpu",
+                                             transaction_model=transaction_model, torch_threads=torch_threads))
     assert worker.runner.threads_per_lane == threads
+    assert bool(worker.runner.pool_kinds) == ahead  # frames prepared ahead on the pool, or in the model thread
 
 
 def test_efficientnet_folded_for_inference_computes_what_the_library_model_does() -> None:
