@@ -151,12 +151,13 @@ class WorkerSettings(KafkaSettings):
     )
     torch_threads: int = Field(
         0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one (for the event loop, "
-        "the preparation pool and a co-located broker), shared by the lanes"
+        "the preparation pool and a co-located broker), shared by the lanes; a single frame lane on 2 CPUs or fewer: "
+        "every CPU, its batches then preprocessed in the model thread"
     )
     prepare_threads: int = Field(
         0, ge=0, le=64,
-        description="threads that decode and preprocess frame batches ahead of the model; 0: a quarter of the CPUs, "
-        "1 to 4",
+        description="threads that decode and preprocess frame batches ahead of the model (only while a CPU is left "
+        "beside a lane's intra-op threads); 0: a quarter of the CPUs, 1 to 4",
     )
 
     producer_linger_ms: int = Field(
