@@ -43,7 +43,7 @@ def lane_threads(lanes: int, cpus: int | None = None, *, frames_only: bool = Fal
     The exception, ``frames_only``: a single lane whose models all preprocess on the pool
     (frames), on a machine of ``SMALL_MACHINE_CPUS`` or fewer, gets every CPU, and its
     batches are then preprocessed in the model thread (``prepares_ahead``), between
-    forwards. On 2 CPUs, interleaved 400-frame drains: 55.4 frames/s median (47.3-58.8)
+    forwards. On 2 CPUs, one-off interleaved 400-frame drains: 55.4 frames/s median (47.3-58.8)
     against 46.9 (44.7-48.8) on one thread with the pool, and 47.7 (44.5-60.8) on two
     threads with the pool beside them (README, Batching)."""
     if cpus is None:

@@ -119,15 +119,11 @@ class Checkpoint:
         self._offsets.done(tp, offset)
 
     def done_all(self, records: Iterable[InputRecord]) -> None:
-        """``done`` for each of a batch's records, a partition's run of them at a time."""
-        tp, offsets = None, list[int]()
+        """``done`` for each of a batch's records, a partition's offsets at a time."""
+        by_partition: dict[TopicPartition, list[int]] = {}
         for record in records:
-            if tp is None or tp.partition != record.partition or tp.topic != record.topic:
-                if tp is not None:
-                    self._offsets.done_many(tp, offsets)
-                tp, offsets = record.tp, []
-            offsets.append(record.offset)
-        if tp is not None:
+            by_partition.setdefault(record.tp, []).append(record.offset)
+        for tp, offsets in by_partition.items():
             self._offsets.done_many(tp, offsets)
 
     def pending(self) -> int:

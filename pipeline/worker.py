@@ -253,17 +253,12 @@ class Worker:
             generation = self._inflight.generation
             received_ms = wall_ms()  # one poll, one moment: not a clock read per record
             self.stats.consumed += len(records)
-            track = self._exactly_once is None  # exactly-once commits offsets in transactions
-            tp = None
             for record in records:
                 self._positions[record.topic, record.partition] = record.offset + 1
                 if generation != self._inflight.generation:
                     break  # a rebalance or a replay ran meanwhile: the rest is read again
-                if track:
-                    # a poll hands out each partition's records together: one TopicPartition a run
-                    if tp is None or tp.partition != record.partition or tp.topic != record.topic:
-                        tp = record.tp
-                    self.checkpoint.track(tp, record.offset)
+                if self._exactly_once is None:  # exactly-once commits offsets in transactions
+                    self.checkpoint.track(record.tp, record.offset)
                 item = WorkItem(record, self._outcomes.decode(record), received_ms, generation)
                 lane = self._lane(record.topic)
                 for closed in lane.batcher.add(item, _item_bytes(item), self._clock()):
@@ -419,11 +414,10 @@ class Worker:
 
     async def _process(self, ahead: _Ahead, lane: _Lane) -> None:
         batch, closed_ms = ahead.batch, ahead.closed_ms
-        generation = self._inflight.generation
         # a batch's generations never fall (a drop bumps it for what is read after): its first
         # item current, every item is, and the batch need not be looked at per item
-        live = batch.items if batch.items and batch.items[0].generation == generation else tuple(
-            it for it in batch.items if it.generation == generation)
+        live = batch.items if batch.items and self._inflight.current(batch.items[0]) else tuple(
+            it for it in batch.items if self._inflight.current(it))
         self.stats.dropped_after_revoke += len(batch.items) - len(live)
         metrics = self._lane_metrics[lane.topic]
         metrics.items += len(batch.items)
@@ -437,34 +431,29 @@ class Worker:
         inferences = iter(await self._infer(lane, decoded, ahead.prepared) if decoded else ())
         outcomes: list[Outcome] = []
         produced_ms = wall_ms()  # the batch's outcomes go to the producer together
-        result, batch_size = self._outcomes.result, len(decoded)
-        e2e_kind, e2e = "", None
-        if batch_size == len(live):  # the usual batch: every record decoded, no frame stale
-            for item, inference in zip(live, inferences, strict=True):
-                event = item.event
-                assert not isinstance(event, DecodeError)
-                outcomes.append(result(item.record, event, inference, received_ms=item.received_ms,
-                                       closed_ms=closed_ms, produced_ms=produced_ms, batch_size=batch_size))
+        batch_size = len(decoded)
+        frame_model = self.runner.models.get("frame") if stale else None
+        e2e_kind, e2e = "", None  # the histogram of the kind last seen: a batch is mostly one kind
+        for item in live:
+            event = item.event
+            if isinstance(event, DecodeError):
+                outcomes.append(self._outcomes.dead_letter(item.record, event.reason, event.message))
+            elif stale and id(item) in stale:
+                assert isinstance(event, Frame)
+                outcomes.append(self._outcomes.skipped_stale(
+                    item.record, event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
+                    model_name=frame_model.name if frame_model else "",
+                    model_version=frame_model.version if frame_model else "",
+                    received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
+                ))
+            else:
+                outcomes.append(self._outcomes.result(
+                    item.record, event, next(inferences), received_ms=item.received_ms, closed_ms=closed_ms,
+                    produced_ms=produced_ms, batch_size=batch_size,
+                ))
                 if e2e is None or event.kind != e2e_kind:
                     e2e_kind, e2e = event.kind, self._end_to_end(event.kind)
                 e2e.observe((produced_ms - event.event_time_ms) / 1000)
-        else:
-            frame_model = self.runner.models.get("frame") if stale else None
-            for item in live:
-                if isinstance(item.event, DecodeError):
-                    outcomes.append(self._outcomes.dead_letter(item.record, item.event.reason, item.event.message))
-                elif id(item) in stale:
-                    assert isinstance(item.event, Frame)
-                    outcomes.append(self._outcomes.skipped_stale(
-                        item.record, item.event, age_ms=stale[id(item)], max_age_ms=self.settings.max_frame_age_ms,
-                        model_name=frame_model.name if frame_model else "",
-                        model_version=frame_model.version if frame_model else "",
-                        received_ms=item.received_ms, closed_ms=closed_ms, produced_ms=produced_ms,
-                    ))
-                else:
-                    outcomes.append(result(item.record, item.event, next(inferences), received_ms=item.received_ms,
-                                           closed_ms=closed_ms, produced_ms=produced_ms, batch_size=batch_size))
-                    self._end_to_end(item.event.kind).observe((produced_ms - item.event.event_time_ms) / 1000)
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
             self._learn(lane, batch_size, time.perf_counter() - started)
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
@@ -582,7 +571,7 @@ class Worker:
         self.produce_s.observe(time.perf_counter() - sent.sent_at)  # before any await: counted with the results
         self._outage.ok()  # once per batch: every outcome of it got through
         self.stats.batches += 1
-        if sent.items[0].generation == self._inflight.generation:  # a batch's live items share one
+        if self._inflight.current(sent.items[0]):  # a batch's live items share one generation
             self.checkpoint.done_all(it.record for it in sent.items)
         await self.checkpoint.commit(force=False)
 

@@ -204,8 +204,8 @@ class KafkaSink:
                     deliveries[i].set_exception(exc)
                     continue
                 limits[topic] = await self.topic_limit(topic)
-            if sizes[i] > limits[topic]:
-                self._chain(self._refusal(record, sizes[i], limits[topic]), deliveries[i])  # type: ignore[arg-type]
+            if (refused := self._refusal(record, sizes[i], limits[topic])) is not None:
+                self._chain(refused, deliveries[i])
                 continue
             groups.setdefault((topic, self._partition(record, partitions[topic])), []).append(i)
         for (topic, partition), indices in groups.items():

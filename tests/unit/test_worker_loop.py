@@ -23,6 +23,7 @@ from pipeline.exceptions import BrokerUnavailable, ClusterChanged
 from pipeline.inflight import WorkItem
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats
+from producers.sinks import Delivery, OutRecord
 from producers.testing import MemorySink, MemoryTransactions
 from schemas import JSON, Transaction, encode
 from schemas.codec import DLQ_ORIGINAL_SHA256, DLQ_ORIGINAL_SIZE, DLQ_REASON, DLQ_TRUNCATED, decode_result
@@ -40,9 +41,10 @@ class Scorer:
     name, version, kind, output_fields = "scorer", "1", "transaction", ("score",)
 
     def __init__(self, gate: threading.Event | None = None, per_batch_s: float = 0.0,
-                 per_item_per_item_s: float = 0.0) -> None:
+                 per_item_per_item_s: float = 0.0, per_item_s: float = 0.0) -> None:
         self.gate = gate
         self.per_batch_s = per_batch_s  # a fixed cost per batch: larger batches are cheaper per item
+        self.per_item_s = per_item_s  # a cost per item: every size costs the same per item
         # a cost that grows with the square of the batch: larger batches are dearer per item
         self.per_item_per_item_s = per_item_per_item_s
         self.batches: list[int] = []
@@ -56,7 +58,7 @@ class Scorer:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
             self.gate.wait(10)
-        time.sleep(self.per_batch_s + self.per_item_per_item_s * len(batch) ** 2)
+        time.sleep(self.per_batch_s + self.per_item_s * len(batch) + self.per_item_per_item_s * len(batch) ** 2)
         self.batches.append(len(batch))
         if (batch == POISON).any():
             raise ValueError("cannot score the poison amount")
@@ -766,6 +768,36 @@ def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() 
         assert model.batches[before:] == [1, 5], model.batches[before:]
         await h.finish()
         assert len(result_ids(sink)) == 606
+
+    run(scenario)
+
+
+class _SlowHandOff(MemorySink):
+    """A producer hand-off with a fixed cost per batch (the produce request, the results)."""
+
+    async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
+        await asyncio.sleep(0.003)
+        return await super().send_many(records)
+
+
+def test_adaptive_batching_counts_the_work_around_the_model_not_the_model_alone() -> None:
+    """The model costs the same per item at every size; handing a batch's outcomes to the
+    producer costs a fixed 3 ms. Timed on the model alone, batch 8 is no cheaper per item
+    than 4 and the cap stays at 4; timed on the lane (model to producer), larger batches
+    are cheaper per item and the cap climbs to the bound."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), _SlowHandOff()
+        for i in range(400):
+            source.add(txn(i))
+        model = Scorer(per_item_s=0.0005)
+        h = Harness(source, sink, model=model, max_batch_size=16, max_wait_ms=10_000)
+        h.start()
+        await eventually(lambda: h.committed() == 400, "the backlog drains")
+        await h.finish()
+        assert model.batches[:2] == [4, 4] and 16 in model.batches, model.batches
+        assert h.worker.lane_cap("in") == 16, model.batches
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(400))
 
     run(scenario)
 
