@@ -149,6 +149,11 @@ class WorkerSettings(KafkaSettings):
     compile: bool = Field(
         False, description="torch.compile the model (static shapes; batches padded to powers of two)"
     )
+    graph: Literal["auto", "eager"] = Field(
+        "auto", description="auto: on a CPU in fp32 without --compile, a built-in model runs as a frozen TorchScript "
+        "graph optimised for inference (checked against the module at start-up; eager if it differs); eager: always "
+        "the module as it is"
+    )
     torch_threads: int = Field(
         0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one (for the event loop, "
         "the preparation pool and a co-located broker), shared by the lanes; a single frame lane on 2 CPUs or fewer: "
@@ -217,7 +222,7 @@ class WorkerSettings(KafkaSettings):
     def acceleration(self) -> Acceleration:
         from pipeline.acceleration import Acceleration  # imports torch: only where a model runs
 
-        return Acceleration(self.precision, self.channels_last, self.compile, self.max_batch_size)
+        return Acceleration(self.precision, self.channels_last, self.compile, self.max_batch_size, graph=self.graph)
 
     @property
     def limits(self) -> Limits:

@@ -93,8 +93,10 @@ class Runner:
         for model in self.models.values():
             model.to(self.device)
             module = getattr(model, "module", None)
-            if isinstance(module, torch.nn.Module):  # TorchModule-backed: layout and compile apply
-                model.module = self.acceleration.prepare(module)  # type: ignore[attr-defined]
+            if isinstance(module, torch.nn.Module):  # TorchModule-backed: layout, compile, a frozen graph apply
+                example = getattr(model, "example_input", lambda: None)()
+                model.module = self.acceleration.prepare(  # type: ignore[attr-defined]
+                    module, self.device, None if example is None else example.to(self.device))
         self._started = True
 
     def stop(self) -> None:

@@ -36,6 +36,8 @@ class Model(Protocol):
 
     # optional attribute ``preprocess_in_pool`` (default False): True lets the runner call
     # ``preprocess`` from several threads of its preparation pool at once, ahead of the model
+    # optional method ``example_input() -> Tensor | None``: a batch of one as ``forward``
+    # takes it; given, the runner may run the module as a frozen graph (``pipeline.acceleration``)
 
     def to(self, device: torch.device) -> None: ...
 
@@ -54,6 +56,10 @@ class TorchModule:
     def to(self, device: torch.device) -> None:
         self.module.to(device)
         self.module.eval()
+
+    def example_input(self) -> torch.Tensor | None:
+        """A batch of one, as ``forward`` takes it; None (the default): the module runs eager."""
+        return None
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.module(batch)

@@ -102,6 +102,9 @@ class EfficientNetLite0(TorchModule):
         self.k = k
         self.image_size = image_size
 
+    def example_input(self) -> torch.Tensor:
+        return torch.randn(1, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))
+
     def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
         return to_chw(resize_square(frame_rgb(item), self.image_size), _MEAN, _STD)
 

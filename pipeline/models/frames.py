@@ -99,6 +99,9 @@ class FrameCNN(TorchModule):
         self.labels = [f"class_{i}" for i in range(classes)]
         self.k = k
 
+    def example_input(self) -> torch.Tensor:
+        return torch.randn(1, 3, self.input_size, self.input_size, generator=torch.Generator().manual_seed(0))
+
     def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
         return frame_to_tensor(item, self.input_size)
 

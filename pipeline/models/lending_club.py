@@ -87,6 +87,9 @@ class LendingClubMLP(TorchModule):
         self.meta: dict[str, Any] = info
         self.version = hashlib.sha256(raw).hexdigest()[:12]
 
+    def example_input(self) -> torch.Tensor:
+        return torch.randn(1, FEATURE_DIM, generator=torch.Generator().manual_seed(0))
+
     def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
         if not isinstance(item, Transaction):
             raise ItemRejected(Reason.PREPROCESS_FAILED, f"model {self.name!r} takes transactions only")

@@ -80,6 +80,9 @@ class TransactionMLP(TorchModule):
         ).eval()
         self.version = f"seeded-{seed}"
 
+    def example_input(self) -> torch.Tensor:
+        return torch.randn(1, FEATURE_DIM, generator=torch.Generator().manual_seed(0))
+
     def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
         return transaction_to_tensor(item)
 

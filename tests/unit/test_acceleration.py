@@ -1,4 +1,4 @@
-"""Reduced precision, channels-last and compiled models give the results fp32 eager gives."""
+"""Frozen graphs, reduced precision, channels-last and compiled models give the results fp32 eager gives."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import cv2
 import pytest
 import torch
 
-from pipeline.acceleration import Acceleration, bucket
-from pipeline.models import EfficientNetLite0
+from pipeline.acceleration import Acceleration, bucket, freeze_for_inference
+from pipeline.models import EfficientNetLite0, load_model
 from pipeline.models.base import TorchModule
 from pipeline.runner import Runner
 from schemas import Frame, FrameEncoding, Transaction
 from schemas.images import encode_image
+from schemas.models import InputKind
 
 CPU = torch.device("cpu")
 
@@ -94,3 +95,67 @@ def test_the_worker_refuses_fp16_without_cuda_as_configuration() -> None:
 
     with pytest.raises(ModelError, match="fp16 needs a CUDA device"):
         build_worker(WorkerSettings(precision="fp16", frame_model="none", device="cpu"))
+
+
+def _photo(image: str = "chelsea") -> Frame:
+    data = pytest.importorskip("skimage.data")
+    bgr = cv2.cvtColor(getattr(data, image)(), cv2.COLOR_RGB2BGR)
+    return Frame(stream_id="s", seq=0, captured_at_ms=0, encoding=FrameEncoding.PNG, width=bgr.shape[1],
+                 height=bgr.shape[0], data=encode_image(bgr, FrameEncoding.PNG))
+
+
+@pytest.mark.parametrize(("spec", "kind"), [("builtin:efficientnet-lite0", "frame"), ("builtin:frame-cnn", "frame"),
+                                            ("builtin:txn-mlp", "transaction"),
+                                            ("builtin:lending-club-mlp", "transaction")])
+def test_every_builtin_model_runs_as_a_frozen_graph_on_a_cpu_and_answers_as_eager(spec: str, kind: str) -> None:
+    from producers.lending_club_source import FEATURE_DIM
+
+    if kind == "frame":
+        items: list[Frame | Transaction] = [_photo("chelsea"), _photo("coffee"), _photo("astronaut")]
+    else:
+        items = [Transaction(id=f"t{i}", account_id=f"a{i}", timestamp_ms=1_700_000_000_000, amount=12.5 * i + 1,
+                             currency="EUR", features=[float(i + j) / 7 for j in range(FEATURE_DIM)])
+                 for i in range(3)]
+    answers = {}
+    for graph in ("auto", "eager"):
+        model = load_model(spec, kind)  # type: ignore[arg-type]
+        assert model is not None
+        runner = Runner({kind: model}, CPU, acceleration=Acceleration(graph=graph))  # type: ignore[dict-item]
+        runner.start()
+        assert isinstance(model.module, torch.jit.ScriptModule) == (graph == "auto")  # type: ignore[attr-defined]
+        answers[graph] = [o.outputs for o in runner.run_sync(items)]
+        runner.stop()
+    frozen, eager = answers["auto"], answers["eager"]
+    assert all(o is not None for o in frozen)
+    if kind == "transaction":
+        assert [o["score"] for o in frozen] == pytest.approx([o["score"] for o in eager], abs=1e-6)  # type: ignore[index]
+    else:
+        for got, want in zip(frozen, eager, strict=True):
+            assert [x["label"] for x in got["labels"]] == [x["label"] for x in want["labels"]]  # type: ignore[index]
+            assert [x["prob"] for x in got["labels"]] == pytest.approx(  # type: ignore[index]
+                [x["prob"] for x in want["labels"]], abs=1e-4)  # type: ignore[index]
+
+
+class _ByBatchSize(torch.nn.Module):
+    """Answers by the batch's size: tracing one batch keeps only that branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.shape[0] == 1 else x * 3
+
+
+def test_a_module_whose_graph_answers_otherwise_keeps_running_eager(caplog: pytest.LogCaptureFixture) -> None:
+    module = _ByBatchSize()
+    assert freeze_for_inference(module, torch.ones(1, 4)) is module
+    assert "_ByBatchSize runs eager" in caplog.text and "batch of 3" in caplog.text
+    linear = torch.nn.Linear(4, 2).eval()
+    assert isinstance(freeze_for_inference(linear, torch.ones(1, 4)), torch.jit.ScriptModule)
+
+
+@pytest.mark.parametrize("accel", [Acceleration(graph="eager"), Acceleration(precision="bf16"),
+                                   Acceleration(compile=True, compile_backend="eager")])
+def test_no_frozen_graph_when_eager_is_asked_or_another_acceleration_runs(accel: Acceleration) -> None:
+    kind: InputKind = "transaction"
+    model = load_model("builtin:txn-mlp", kind)
+    assert model is not None
+    Runner({kind: model}, CPU, acceleration=accel).start()
+    assert not isinstance(model.module, torch.jit.ScriptModule)  # type: ignore[attr-defined]
