@@ -17,10 +17,9 @@ import torch
 from bench.common import default_model, items
 from bench.model_ceiling import ModelBench
 from consumers.testing import MemorySource
-from pipeline.app import lane_threads, prepares_ahead, settle_heap
+from pipeline.app import build_runner, settle_heap
 from pipeline.config import WorkerSettings
 from pipeline.models import load_model, resolve_device
-from pipeline.runner import Runner
 from pipeline.worker import Worker
 from producers.testing import MemorySink
 from schemas.codec import encode
@@ -34,10 +33,7 @@ async def worker_per_s(kind: str, payloads: list[bytes], device: str = "auto", *
     model = load_model(default_model(kind), kind)  # type: ignore[arg-type]
     settings = WorkerSettings(input_topics="in", results_topic="out", dead_letter_topic="dlq", worker_id="bench",
                               commit_interval_ms=200, **overrides)
-    threads = settings.torch_threads or lane_threads(1, frames_only=kind == "frame")
-    runner = Runner({kind: model}, resolve_device(device),  # type: ignore[dict-item]
-                    threads_per_lane=threads, acceleration=settings.acceleration(),
-                    prepare_ahead=prepares_ahead(threads))
+    runner = build_runner(settings, {kind: model}, resolve_device(device))  # type: ignore[dict-item]
     worker = Worker(settings, runner, source, sink)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -20,14 +20,13 @@ import torch
 
 from bench import codec, kafka_loops, model_ceiling, pipeline_runs
 from bench.common import Progress, backlog, items, machine, spread, spread_text
-from pipeline.app import available_cpus, lane_threads
 
 LOADS = (0.25, 0.5, 1.0, 2.0)
 
 
 def contenders_per_kind(kind: str, baseline_cwd: str | None) -> int:
     """Kafka ceiling, model alone, naive loop, worker, a second worker variant (two workers,
-    or the other choice of intra-op threads), fixed batching for transactions, and the other checkout's worker when
+    or one model thread for frames), fixed batching for transactions, and the other checkout's worker when
     given. Not fixed batching for frames: windows of 256 drained them at 0.28-0.52x the
     naive loop's rate (0.15-0.23x the model alone, 2026-12-03), 50 s a repetition; the
     latency part still compares both batchings for frames."""
@@ -40,8 +39,8 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
     model = model_ceiling.ModelBench(kind, model_ceiling.ITEMS[kind])
     contenders: dict[str, Callable[[], float]] = {
         "kafka ceiling (identity, no model)": lambda: asyncio.run(kafka_loops.kafka_ceiling(bootstrap, topic, n)),
-        f"model alone, best (batch {best['batch_size']}, {best['threads']} threads)":
-            lambda: model.with_decoding_per_s(best["batch_size"], best["threads"]),
+        f"model alone, best (batch {best['batch_size']}, {best['streams']} x {best['threads']} threads)":
+            lambda: model.with_decoding_per_s(best["batch_size"], best["threads"], best["streams"]),
         "naive loop": lambda: asyncio.run(kafka_loops.naive_loop(bootstrap, topic, kind, naive_n)),
         "worker, defaults": lambda: asyncio.run(pipeline_runs.drain(bootstrap, topic, kind, n)),
     }
@@ -51,13 +50,10 @@ def _throughput(bootstrap: str, kind: str, n: int, naive_n: int, reps: int, best
         contenders["worker, --batching fixed"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, batching="fixed"))
     else:
-        # the default keeps a CPU out of the lane's intra-op threads, with batches prepared
-        # ahead on the pool: against every CPU; on a small machine, where the default is
-        # every CPU with batches prepared in the model thread: against one CPU kept out
-        every = available_cpus()
-        other = max(1, every - 1) if lane_threads(1, every, frames_only=True) == every else every
-        contenders[f"worker, --torch-threads {other}"] = lambda: asyncio.run(
-            pipeline_runs.drain(bootstrap, topic, kind, n, torch_threads=other))
+        # the default on a CPU: a model thread per CPU of the lane, one intra-op thread
+        # each; against one model thread with the intra-op threads of them all
+        contenders["worker, --model-streams 1"] = lambda: asyncio.run(
+            pipeline_runs.drain(bootstrap, topic, kind, n, model_streams=1))
     if baseline_cwd:
         contenders[f"worker from {baseline_cwd}"] = lambda: asyncio.run(
             pipeline_runs.drain(bootstrap, topic, kind, n, cwd=baseline_cwd))

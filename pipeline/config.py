@@ -154,10 +154,15 @@ class WorkerSettings(KafkaSettings):
         "graph optimised for inference (checked against the module at start-up; eager if it differs); eager: always "
         "the module as it is"
     )
+    model_streams: int = Field(
+        0, ge=0, le=256, description="model threads per lane, each running a batch of its own at once (results still "
+        "go out in batch order); 0: a frame-only worker on a CPU runs one per CPU of its lane (with one intra-op "
+        "thread each, unless --torch-threads says otherwise), any other worker one"
+    )
     torch_threads: int = Field(
-        0, ge=0, description="intra-op threads of each lane's model thread; 0: the CPUs less one (for the event loop, "
-        "the preparation pool and a co-located broker), shared by the lanes; a single frame lane on 2 CPUs or fewer: "
-        "every CPU, its batches then preprocessed in the model thread"
+        0, ge=0, description="intra-op threads of each model thread; 0: a lane's CPUs shared by its model threads, a "
+        "lane's CPUs being the CPUs less one (for the event loop, the preparation pool and a co-located broker) shared "
+        "by the lanes, or every CPU for a single frame lane on 2 CPUs or fewer"
     )
     prepare_threads: int = Field(
         0, ge=0, le=64,

@@ -64,9 +64,13 @@ class Runner:
         acceleration: Acceleration | None = None,
         prepare_threads: int = 1,
         prepare_ahead: bool = True,
+        streams: int = 1,
     ) -> None:
-        """``threads_per_lane``: intra-op threads of each lane's model thread (torch sets
-        them per thread); 0 keeps torch's default. ``prepare_threads``: the preparation
+        """``threads_per_lane``: intra-op threads of each of a lane's model threads (torch
+        sets them per thread); 0 keeps torch's default. ``streams``: model threads per
+        lane, each running a batch of its own at the same time (the worker keeps up to this
+        many of a lane's batches in its model, and sends their results in batch order).
+        ``prepare_threads``: the preparation
         pool, where batches are preprocessed ahead of their model (``prepare``);
         ``prepare_ahead`` False: no batch is (``prepares_apart`` says no), each is
         preprocessed in its model thread."""
@@ -75,11 +79,12 @@ class Runner:
         self.pool_kinds = frozenset(kind for kind, model in self.models.items()
                                     if prepare_ahead and getattr(model, "preprocess_in_pool", False))
         self.threads_per_lane = threads_per_lane
+        self.streams = max(1, streams)
         self.acceleration = acceleration or Acceleration()
         self.acceleration.check(device)
         self.device = device
         self._clock_ms = clock_ms
-        # one model thread per lane (input topic): torch releases the GIL, so a transaction
+        # model threads per lane (input topic): torch releases the GIL, so a transaction
         # batch runs while a frame batch is in the model
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self.prepare_threads = max(1, prepare_threads)
@@ -147,7 +152,7 @@ class Runner:
         executor = self._executors.get(lane)
         if executor is None:
             executor = self._executors[lane] = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"streaminfer-model-{lane or 'main'}",
+                max_workers=self.streams, thread_name_prefix=f"streaminfer-model-{lane or 'main'}",
                 initializer=self._init_thread,
             )
         return executor

@@ -86,10 +86,12 @@ class _Lane:
     # closed batches the full queue could not take yet; while there are any, the lane's
     # partitions are paused, so the other lanes go on reading
     held: list[tuple[Batch[WorkItem], int]] = field(default_factory=list)
-    busy: bool = False  # a batch of this lane is in its model (or on its way out)
+    streams: int = 1  # batches of this lane its model runs at once (the runner's model threads per lane)
+    in_model: int = 0  # batches of this lane in its model (or on their way out)
 
     def idle(self) -> bool:
-        return not self.busy and not self.held and self.queue.empty()
+        """A model thread of the lane is free, and no closed batch waits for one."""
+        return self.in_model < self.streams and not self.held and self.queue.empty()
 
 
 class Worker:
@@ -151,7 +153,7 @@ class Worker:
         batcher: Batcher[WorkItem] = Batcher(
             sizer.cap if sizer else s.max_batch_size, s.max_batch_bytes, s.max_wait_ms
         )
-        return _Lane(topic, batcher, asyncio.Queue(s.queued_batches), sizer)
+        return _Lane(topic, batcher, asyncio.Queue(s.queued_batches), sizer, streams=self.runner.streams)
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until ``stop`` is set; then finish in-flight work, commit and leave the group.
@@ -358,34 +360,51 @@ class Worker:
 
     async def _infer_loop(self, lane: _Lane) -> None:
         ahead: _Ahead | None = None
+        # the lane's batches in its model or on their way out, oldest first: up to one per
+        # model thread (``Runner.streams``); they end in batch order, each sending its
+        # results after the one before it has (``_process``)
+        running: list[asyncio.Future[None]] = []
         try:
             while True:
-                if ahead is None:
-                    # the model is free: what waits goes next, without waiting for the consume
-                    # loop's poll to end: held batches first (they are older, and their partitions
-                    # resume when the last goes), then (adaptive) the open window, whatever its size
-                    self._release_held()
-                    self._dispatch_if_idle(lane)
-                    batch, closed_ms = await lane.queue.get()
-                    ahead = _Ahead(batch, closed_ms, self._prepare(lane, batch))
-                current, ahead = ahead, None
-                lane.busy = True
-                try:
-                    processing = asyncio.ensure_future(self._process(current, lane))
-                    if current.prepared is not None:
-                        # frames: while this batch is in its model, the next closed one is
-                        # decoded and preprocessed on the runner's pool (overlap, not reordering:
-                        # it reaches the model, and its results the producer, after this one's)
-                        ahead = await self._take_ahead(lane, processing)
-                    await processing
-                finally:
-                    lane.busy = False
-                    lane.queue.task_done()
+                while running and running[0].done():
+                    running.pop(0).result()  # what a batch raised ends the loop
+                free = len(running) < lane.streams
+                if ahead is not None and free:
+                    running.append(self._start(lane, ahead, running[-1] if running else None))
+                    ahead = None
+                elif ahead is None and (free or self.runner.pool_kinds):
+                    if free:
+                        # a model thread is free: what waits goes next, without waiting for the
+                        # consume loop's poll to end: held batches first (they are older, and
+                        # their partitions resume when the last goes), then (adaptive) the
+                        # open window, whatever its size
+                        self._release_held()
+                        self._dispatch_if_idle(lane)
+                    # frames, every model thread busy: the next closed batch is decoded and
+                    # preprocessed on the runner's pool meanwhile (overlap, not reordering: it
+                    # reaches the model, and its results the producer, after those before it)
+                    ahead = await self._take_ahead(lane, running[0] if running else None)
+                else:
+                    await asyncio.wait([running[0]])
         finally:
+            for batch in running:  # the loop is dying: what it started goes with it
+                batch.cancel()
             if ahead is not None:  # the loop is dying with a batch taken ahead
                 if ahead.prepared is not None:
                     ahead.prepared.cancel()
                 lane.queue.task_done()
+
+    def _start(self, lane: _Lane, ahead: _Ahead, before: asyncio.Future[None] | None) -> asyncio.Future[None]:
+        """``ahead``'s batch into a model thread of ``lane``, its results sent after ``before``'s."""
+        lane.in_model += 1
+        processing = asyncio.ensure_future(self._process(ahead, lane, before))
+
+        def done(_: asyncio.Future[None]) -> None:
+            lane.in_model -= 1
+            lane.queue.task_done()
+
+        processing.add_done_callback(done)
+        return processing
 
     def _prepare(self, lane: _Lane, batch: Batch[WorkItem]) -> asyncio.Future[Prepared] | None:
         """Start preprocessing ``batch`` on the runner's pool if its model opts in (frames)."""
@@ -400,11 +419,11 @@ class Worker:
         future.add_done_callback(lambda _: metrics.preprocess_s.observe(time.perf_counter() - started))
         return future
 
-    async def _take_ahead(self, lane: _Lane, processing: asyncio.Future[None]) -> _Ahead | None:
+    async def _take_ahead(self, lane: _Lane, processing: asyncio.Future[None] | None) -> _Ahead | None:
         """The next closed batch of ``lane``, started on its preparation, if one comes before
-        ``processing`` ends; None if it ends first."""
+        ``processing`` ends (if any is given); None if it ends first."""
         getter = asyncio.ensure_future(lane.queue.get())
-        waiting: list[asyncio.Future[Any]] = [getter, processing]
+        waiting: list[asyncio.Future[Any]] = [getter] if processing is None else [getter, processing]
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not getter.done():
             getter.cancel()  # a cancelled Queue.get takes nothing from the queue
@@ -412,7 +431,10 @@ class Worker:
         batch, closed_ms = getter.result()
         return _Ahead(batch, closed_ms, self._prepare(lane, batch))
 
-    async def _process(self, ahead: _Ahead, lane: _Lane) -> None:
+    async def _process(self, ahead: _Ahead, lane: _Lane, before: asyncio.Future[None] | None = None) -> None:
+        """Run one batch and send its outcomes, after ``before`` (the lane's batch before it,
+        in a model thread of its own meanwhile) has sent its: results keep the order of
+        their inputs, per key and per partition."""
         batch, closed_ms = ahead.batch, ahead.closed_ms
         # a batch's generations never fall (a drop bumps it for what is read after): its first
         # item current, every item is, and the batch need not be looked at per item
@@ -454,13 +476,20 @@ class Worker:
                 if e2e is None or event.kind != e2e_kind:
                     e2e_kind, e2e = event.kind, self._end_to_end(event.kind)
                 e2e.observe((produced_ms - event.event_time_ms) / 1000)
+        waited = 0.0  # on the batch before: not this batch's cost (_learn)
+        if before is not None and not before.done():
+            waited = time.perf_counter()
+            await asyncio.wait([before])  # not cancelled with this one: it has its own owner
+            waited = time.perf_counter() - waited
+        if before is not None and (before.cancelled() or before.exception() is not None):
+            return  # the loop ends with the batch before: nothing of this one goes out ahead of it
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
-            self._learn(lane, batch_size, time.perf_counter() - started)
+            self._learn(lane, batch_size, time.perf_counter() - started - waited)
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
             return
         sent_at = time.perf_counter()
         deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
-        self._learn(lane, batch_size, time.perf_counter() - started)
+        self._learn(lane, batch_size, time.perf_counter() - started - waited)
         await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
 
     def _learn(self, lane: _Lane, size: int, seconds: float) -> None:

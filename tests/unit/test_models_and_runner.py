@@ -365,26 +365,34 @@ def test_each_lane_s_model_thread_runs_with_the_intra_op_threads_it_was_given() 
         == [2, 1, 1, 2, 7]
 
 
-@pytest.mark.parametrize(("cpus", "frame_model", "transaction_model", "torch_threads", "threads", "ahead"),
-                         [(8, "builtin:frame-cnn", "none", 0, 7, True),
-                          (8, "builtin:frame-cnn", "builtin:txn-mlp", 0, 7, True),
-                          (8, "none", "builtin:txn-mlp", 0, 7, False),
-                          # a small machine: a frame-only worker takes every CPU and prepares in the model thread
-                          (2, "builtin:frame-cnn", "none", 0, 2, False),
-                          (2, "builtin:frame-cnn", "builtin:txn-mlp", 0, 1, True),
-                          (2, "none", "builtin:txn-mlp", 0, 1, False),
-                          # set by hand: ahead on the pool only while a CPU is left beside the model's threads
-                          (2, "builtin:frame-cnn", "none", 1, 1, True), (8, "builtin:frame-cnn", "none", 8, 8, False)])
-def test_the_worker_keeps_one_cpu_out_of_its_lanes_intra_op_threads_but_on_a_small_frame_worker(
-        monkeypatch: pytest.MonkeyPatch, cpus: int, frame_model: str, transaction_model: str, torch_threads: int,
-        threads: int, ahead: bool) -> None:
+FRAMES, TXNS = "builtin:frame-cnn", "builtin:txn-mlp"
+
+
+@pytest.mark.parametrize(("cpus", "frame_model", "transaction_model", "model_streams", "torch_threads",
+                          "streams", "threads", "ahead"),
+                         [# a frame-only worker on a CPU: a model thread per CPU of its lane, one intra-op thread
+                          # each, each preprocessing its own batches
+                          (8, FRAMES, "none", 0, 0, 7, 1, False), (2, FRAMES, "none", 0, 0, 2, 1, False),
+                          # any other worker: one model thread per lane with the CPUs less one
+                          (8, FRAMES, TXNS, 0, 0, 1, 7, True), (8, "none", TXNS, 0, 0, 1, 7, False),
+                          (2, FRAMES, TXNS, 0, 0, 1, 1, True), (2, "none", TXNS, 0, 0, 1, 1, False),
+                          # set by hand: one model thread (every CPU on a small frame worker); intra-op
+                          # threads that share the lane's CPUs out; ahead on the pool only while a CPU is
+                          # left beside one model thread's intra-op threads
+                          (2, FRAMES, "none", 1, 0, 1, 2, False), (2, FRAMES, "none", 1, 1, 1, 1, True),
+                          (8, FRAMES, "none", 0, 2, 3, 2, False), (8, FRAMES, "none", 0, 8, 1, 8, False),
+                          (8, FRAMES, TXNS, 3, 0, 3, 2, False)])
+def test_the_worker_chooses_its_model_threads_and_their_intra_op_threads_for_the_machine(
+        monkeypatch: pytest.MonkeyPatch, cpus: int, frame_model: str, transaction_model: str, model_streams: int,
+        torch_threads: int, streams: int, threads: int, ahead: bool) -> None:
     from pipeline import app
     from pipeline.config import WorkerSettings
 
     monkeypatch.setattr(app, "available_cpus", lambda: cpus)
     worker = app.build_worker(WorkerSettings(input_topics="in", frame_model=frame_model, device="cpu",
-                                             transaction_model=transaction_model, torch_threads=torch_threads))
-    assert worker.runner.threads_per_lane == threads
+                                             transaction_model=transaction_model, model_streams=model_streams,
+                                             torch_threads=torch_threads))
+    assert (worker.runner.streams, worker.runner.threads_per_lane) == (streams, threads)
     assert bool(worker.runner.pool_kinds) == ahead  # frames prepared ahead on the pool, or in the model thread
 
 

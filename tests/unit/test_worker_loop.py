@@ -101,11 +101,11 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 class Harness:
     def __init__(self, source: MemorySource, sink: MemorySink | None, model: Any = None,
-                 transactions: MemoryTransactions | None = None, **overrides: Any) -> None:
+                 transactions: MemoryTransactions | None = None, streams: int = 1, **overrides: Any) -> None:
         self.source, self.sink = source, sink
         self.model = model or Scorer()
-        self.worker = Worker(settings(**overrides), Runner({"transaction": self.model}, CPU), source, sink,
-                             transactions=transactions)
+        self.worker = Worker(settings(**overrides), Runner({"transaction": self.model}, CPU, streams=streams),
+                             source, sink, transactions=transactions)
         self.stop = asyncio.Event()
         self.task: asyncio.Task[WorkerStats] | None = None
 
@@ -147,6 +147,53 @@ def test_every_input_gets_one_outcome_and_offsets_commit_after_acks() -> None:
         assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(40))
         assert reasons(sink) == ["malformed_msgpack"]
         assert (stats.results, stats.dead_letters) == (40, 1)
+
+    run(scenario)
+
+
+class SlowFirst(Scorer):
+    """The first batch takes ``first_s``, the others almost nothing; counts how many
+    batches were in ``forward`` at once."""
+
+    def __init__(self, first_s: float) -> None:
+        super().__init__()
+        self.first_s = first_s
+        self.lock = threading.Lock()
+        self.inside = self.most_inside = 0
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            first = not self.batches and self.inside == 0
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(self.first_s if first else 0.01)
+        with self.lock:
+            self.inside -= 1
+            self.batches.append(len(batch))
+        return batch
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
+def test_batches_run_in_two_model_threads_at_once_and_their_results_go_out_in_batch_order(delivery: str) -> None:
+    """The first batch is slow: the batches after it run meanwhile in the other model
+    thread, yet its results are sent, and its offsets committed, before theirs."""
+    async def scenario() -> None:
+        source = MemorySource()
+        for i in range(16):
+            source.add(txn(i))
+        model = SlowFirst(first_s=0.4)
+        sink = MemorySink() if delivery == "at-least-once" else None
+        transactions = MemoryTransactions(source) if sink is None else None
+        h = Harness(source, sink, model=model, transactions=transactions, streams=2, max_batch_size=4,
+                    max_wait_ms=1, batching="fixed", queued_batches=4, delivery=delivery)
+        h.start()
+        await eventually(lambda: h.committed() == 16, "all committed")
+        await h.finish()
+        assert model.most_inside == 2, "the batches after the slow one did not run beside it"
+        assert model.batches[-1] == 4 and len(model.batches) == 4
+        sent = sink.on(RESULTS) if sink is not None else [
+            r for r in transactions.records() if r.topic == RESULTS]  # type: ignore[union-attr]
+        assert [decode_result(r.value).event_id for r in sent] == [f"t{i}" for i in range(16)]
 
     run(scenario)
 
