@@ -107,7 +107,7 @@ def _latency(bootstrap: str, kind: str, capacity: float, seconds: float,
     return rows
 
 
-def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int = 100_000, frames: int = 1200,
+def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int = 100_000, frames: int = 800,
             latency_seconds: float = 6.0, baseline_cwd: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {"machine": machine(), "reps": reps, "kinds": {}}

@@ -451,6 +451,13 @@ class Worker:
         stale = self._stale_frames(live, wall_ms())
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
         inferences = iter(await self._infer(lane, decoded, ahead.prepared) if decoded else ())
+        waited = 0.0  # on the batch before: not this batch's cost (_learn)
+        if before is not None and not before.done():
+            waited = time.perf_counter()
+            await asyncio.wait([before])  # not cancelled with this one: it has its own owner
+            waited = time.perf_counter() - waited
+        if before is not None and (before.cancelled() or before.exception() is not None):
+            return  # the loop ends with the batch before: nothing of this one goes out ahead of it
         outcomes: list[Outcome] = []
         produced_ms = wall_ms()  # the batch's outcomes go to the producer together
         batch_size = len(decoded)
@@ -476,13 +483,6 @@ class Worker:
                 if e2e is None or event.kind != e2e_kind:
                     e2e_kind, e2e = event.kind, self._end_to_end(event.kind)
                 e2e.observe((produced_ms - event.event_time_ms) / 1000)
-        waited = 0.0  # on the batch before: not this batch's cost (_learn)
-        if before is not None and not before.done():
-            waited = time.perf_counter()
-            await asyncio.wait([before])  # not cancelled with this one: it has its own owner
-            waited = time.perf_counter() - waited
-        if before is not None and (before.cancelled() or before.exception() is not None):
-            return  # the loop ends with the batch before: nothing of this one goes out ahead of it
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
             self._learn(lane, batch_size, time.perf_counter() - started - waited)
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))

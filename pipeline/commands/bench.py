@@ -25,7 +25,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--channels-last", action="store_true", help="in-process: as the worker's --channels-last")
     p.add_argument("--compile", action="store_true", help="in-process: as the worker's --compile")
     p.add_argument("--transactions", type=int, default=100_000, help="backlog size (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=1200, help="backlog size (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=800, help="backlog size (default: %(default)s)")
     p.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default: %(default)s)")
     p.add_argument("--latency-seconds", type=float, default=6.0,
                    help="length of each paced latency run (default: %(default)s)")
