@@ -53,6 +53,14 @@ class Histogram:
         self.total += value
         self.n += 1
 
+    def observe_many(self, values: Sequence[float]) -> None:
+        """``observe`` for each of ``values``: one call a batch, not one a record."""
+        counts, bounds = self.counts, self.bounds
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1
+        self.total += sum(values)
+        self.n += len(values)
+
     def buckets(self) -> list[tuple[str, float]]:
         cumulative, out = 0, list[tuple[str, float]]()
         for bound, count in zip([*self.bounds, math.inf], self.counts, strict=True):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,7 +450,7 @@ class Worker:
         started = time.perf_counter()  # the lane's time on this batch, for adaptive batching (_learn)
         stale = self._stale_frames(live, wall_ms())
         decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
-        inferences = iter(await self._infer(lane, decoded, ahead.prepared) if decoded else ())
+        inferences = await self._infer(lane, decoded, ahead.prepared) if decoded else []
         waited = 0.0  # on the batch before: not this batch's cost (_learn)
         if before is not None and not before.done():
             waited = time.perf_counter()
@@ -458,9 +458,40 @@ class Worker:
             waited = time.perf_counter() - waited
         if before is not None and (before.cancelled() or before.exception() is not None):
             return  # the loop ends with the batch before: nothing of this one goes out ahead of it
-        outcomes: list[Outcome] = []
         produced_ms = wall_ms()  # the batch's outcomes go to the producer together
         batch_size = len(decoded)
+        if len(decoded) == len(live):  # the usual batch: every item decoded, none stale
+            outcomes = self._results(live, inferences, closed_ms, produced_ms, batch_size)
+        else:
+            outcomes = self._outcomes_of(live, iter(inferences), stale, closed_ms, produced_ms, batch_size)
+        if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
+            self._learn(lane, batch_size, time.perf_counter() - started - waited)
+            await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
+            return
+        sent_at = time.perf_counter()
+        deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
+        self._learn(lane, batch_size, time.perf_counter() - started - waited)
+        await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
+
+    def _results(self, items: tuple[WorkItem, ...], inferences: list[Inference], closed_ms: int,
+                 produced_ms: int, batch_size: int) -> list[Outcome]:
+        """The outcomes of a batch whose every item ran: built in one loop (``Outcomes.results``)."""
+        events: list[Frame | Transaction] = [it.event for it in items]  # type: ignore[misc]
+        outcomes = self._outcomes.results([it.record for it in items], events, inferences,
+                                          [it.received_ms for it in items], closed_ms=closed_ms,
+                                          produced_ms=produced_ms, batch_size=batch_size)
+        kind = events[0].kind if events else ""
+        if all(event.kind == kind for event in events):  # a lane's batch is mostly one kind
+            self._end_to_end(kind).observe_many([(produced_ms - event.event_time_ms) / 1000 for event in events])
+        else:
+            for event in events:
+                self._end_to_end(event.kind).observe((produced_ms - event.event_time_ms) / 1000)
+        return outcomes
+
+    def _outcomes_of(self, live: tuple[WorkItem, ...], inferences: Iterator[Inference], stale: dict[int, int],
+                     closed_ms: int, produced_ms: int, batch_size: int) -> list[Outcome]:
+        """The outcomes of a batch with dead letters or stale frames among its items, one by one."""
+        outcomes: list[Outcome] = []
         frame_model = self.runner.models.get("frame") if stale else None
         e2e_kind, e2e = "", None  # the histogram of the kind last seen: a batch is mostly one kind
         for item in live:
@@ -483,14 +514,7 @@ class Worker:
                 if e2e is None or event.kind != e2e_kind:
                     e2e_kind, e2e = event.kind, self._end_to_end(event.kind)
                 e2e.observe((produced_ms - event.event_time_ms) / 1000)
-        if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
-            self._learn(lane, batch_size, time.perf_counter() - started - waited)
-            await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
-            return
-        sent_at = time.perf_counter()
-        deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
-        self._learn(lane, batch_size, time.perf_counter() - started - waited)
-        await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
+        return outcomes
 
     def _learn(self, lane: _Lane, size: int, seconds: float) -> None:
         """Adaptive batching: the lane's sizer learns from the time its batch of ``size``

@@ -80,6 +80,7 @@ def test_result_round_trips() -> None:
     ("acct-1", "transaction", {"score": 0.25, "label": "ok"}, "ok"),
     (None, "frame", {"labels": [{"label": "tabby", "score": 0.5}], "top": [1, 2.5, None]}, "ok"),
     ("cam", "frame", {"age_ms": 1200, "max_frame_age_ms": 1000}, "skipped_stale"),
+    ("acct-2", "transaction", {"score": np.float64(0.25)}, "ok"),  # msgspec refuses it: msgpack-python writes it
 ])
 def test_the_hot_path_result_bytes_are_the_schema_s_bytes(
     key: str | None, kind: str, outputs: dict[str, object], status: str
