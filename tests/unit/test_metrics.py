@@ -103,3 +103,14 @@ def test_seconds_to_drain_is_not_a_number_until_every_assigned_partition_s_end_i
         await task
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_observing_a_batch_of_values_counts_what_observing_each_counts() -> None:
+    values = [0.00005, 0.0001, 0.003, 0.003, 0.7, 45.0, 61.0]
+    one_by_one, batch = Histogram(), Histogram()
+    for value in values:
+        one_by_one.observe(value)
+    batch.observe_many(values)
+    assert batch.counts == one_by_one.counts and batch.n == one_by_one.n == 7
+    assert math.isclose(batch.total, one_by_one.total)
+    assert batch.buckets()[-1] == ("+Inf", 7) and batch.buckets()[0] == ("0.0001", 2)
