@@ -11,9 +11,11 @@ closed at a larger size (``split``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import accumulate
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -71,6 +73,37 @@ class Batcher(Generic[T]):
             closed.append(self._close(now, CloseReason.SIZE))
         elif self._nbytes >= self.max_batch_bytes:
             closed.append(self._close(now, CloseReason.BYTES))
+        return closed
+
+    def extend(self, items: Sequence[T], sizes: Sequence[int], now: float) -> list[Batch[T]]:
+        """``add`` each of ``items`` (of ``sizes`` bytes) at ``now``: the same batches, closed
+        the same way, as adding them one by one, in one call (a poll's records of a
+        partition) rather than one a record."""
+        if len(items) != len(sizes):
+            raise ValueError("one size per item")
+        if not items:
+            return []
+        if now + self.max_wait_s <= now:  # a window closes on time as soon as it opens: one by one
+            return [batch for item, nbytes in zip(items, sizes, strict=True) for batch in self.add(item, nbytes, now)]
+        closed: list[Batch[T]] = []
+        expired = self.poll(now)  # the window open before, if its time is up; none opened now can be
+        if expired is not None:
+            closed.append(expired)
+        at, total = 0, len(items)
+        while at < total:
+            if not self._items:
+                self._opened_at = now
+            end = min(total, at + max(self.max_batch_size - len(self._items), 1))
+            # the window's bytes after each item: the first to reach the limit closes it
+            after = list(accumulate(sizes[at:end], initial=self._nbytes))
+            taken = min(bisect_left(after, self.max_batch_bytes, 1), end - at)
+            self._items.extend(items[at:at + taken])
+            self._nbytes = after[taken]
+            at += taken
+            if len(self._items) >= self.max_batch_size:
+                closed.append(self._close(now, CloseReason.SIZE))
+            elif self._nbytes >= self.max_batch_bytes:
+                closed.append(self._close(now, CloseReason.BYTES))
         return closed
 
     def poll(self, now: float) -> Batch[T] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from aiokafka import TopicPartition
@@ -114,6 +114,9 @@ class Checkpoint:
 
     def track(self, tp: TopicPartition, offset: int) -> None:
         self._offsets.track(tp, offset)
+
+    def track_many(self, tp: TopicPartition, offsets: Sequence[int]) -> None:
+        self._offsets.track_many(tp, offsets)
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         self._offsets.done(tp, offset)

@@ -38,6 +38,18 @@ class OffsetTracker(Generic[P]):
             raise ValueError(f"offset {offset} of {partition} tracked out of order")
         part.pending.append(offset)
 
+    def track_many(self, partition: P, offsets: Sequence[int]) -> None:
+        """``track`` each of ``offsets``, consumed in increasing order (a poll's records of
+        the partition): one call, not one a record."""
+        if not offsets:
+            return
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Partition()
+        if part.pending and offsets[0] <= part.pending[-1]:
+            raise ValueError(f"offset {offsets[0]} of {partition} tracked out of order")
+        part.pending.extend(offsets)
+
     def done(self, partition: P, offset: int) -> None:
         """Mark an offset's outcome (result or dead letter) as delivered."""
         part = self._parts.get(partition)

@@ -29,6 +29,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -253,17 +255,21 @@ class Worker:
             # after the poll, not before: a rebalance during the poll has already moved
             # positions, and what the poll returns is read from the new ones
             generation = self._inflight.generation
-            received_ms = wall_ms()  # one poll, one moment: not a clock read per record
+            received_ms, now = wall_ms(), self._clock()  # one poll, one moment: not a clock read per record
             self.stats.consumed += len(records)
-            for record in records:
-                self._positions[record.topic, record.partition] = record.offset + 1
-                if generation != self._inflight.generation:
-                    break  # a rebalance or a replay ran meanwhile: the rest is read again
-                if self._exactly_once is None:  # exactly-once commits offsets in transactions
-                    self.checkpoint.track(record.tp, record.offset)
-                item = WorkItem(record, self._outcomes.decode(record), received_ms, generation)
-                lane = self._lane(record.topic)
-                for closed in lane.batcher.add(item, _item_bytes(item), self._clock()):
+            tracking = self._exactly_once is None  # exactly-once commits offsets in transactions
+            decode = self._outcomes.decode
+            # a partition's records at a time (a poll returns them so): bookkeeping and
+            # batching once a partition, decoding once a record. Nothing here awaits, so no
+            # rebalance or replay can come between the records of one poll.
+            for (topic, partition), group in groupby(records, _topic_partition):
+                run = list(group)
+                self._positions[topic, partition] = run[-1].offset + 1
+                if tracking:
+                    self.checkpoint.track_many(run[0].tp, [record.offset for record in run])
+                lane = self._lane(topic)
+                items = [WorkItem(record, decode(record), received_ms, generation) for record in run]
+                for closed in lane.batcher.extend(items, [len(record.value or b"") for record in run], now):
                     self._hand_over(lane, closed)
             for lane in self._lanes.values():
                 if (expired := lane.batcher.poll(self._clock())) is not None:
@@ -740,6 +746,9 @@ async def _close(closing: Awaitable[None], what: str) -> None:
         if task is not None and task.cancelling():
             raise  # the worker itself is being cancelled: not ours to swallow
         log.warning("closing %s: %s", what, describe(exc))
+
+
+_topic_partition = attrgetter("topic", "partition")
 
 
 def _item_bytes(item: WorkItem) -> int:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pipeline.batcher import Batch, Batcher, CloseReason, split
@@ -111,3 +113,32 @@ def test_a_smaller_cap_closes_the_full_part_of_the_open_window_and_keeps_the_res
     assert last.items == (4, 5) and last.nbytes == 20
     with pytest.raises(ValueError):
         b.resize(0, 1.03, nbytes=lambda _: 10)
+
+
+@pytest.mark.parametrize("max_wait_ms", [0.0, 1e-20, 5.0, 50.0])
+@pytest.mark.parametrize("seed", range(20))
+def test_extend_closes_the_batches_that_adding_one_by_one_closes(seed: int, max_wait_ms: float) -> None:
+    rng = random.Random(seed)
+    size, nbytes = rng.choice([1, 3, 8, 256]), rng.choice([1, 40, 300, 10_000])
+    one_by_one, extended = Batcher[int](size, nbytes, max_wait_ms), Batcher[int](size, nbytes, max_wait_ms)
+    now, item = 0.0, 0
+    got: list[Batch[int]] = []
+    want: list[Batch[int]] = []
+    for _ in range(30):
+        now += rng.choice([0.0, 0.001, 0.004, 0.02, 0.1])
+        count = rng.choice([0, 1, 2, 7, 50, 600])
+        items = list(range(item, item + count))
+        sizes = [rng.choice([0, 1, 37, 120, 2_000]) for _ in items]
+        item += count
+        for i, n in zip(items, sizes, strict=True):
+            want.extend(one_by_one.add(i, n, now))
+        got.extend(extended.extend(items, sizes, now))
+        assert got == want
+        assert (len(extended), extended.deadline()) == (len(one_by_one), one_by_one.deadline())
+    assert extended.flush(now) == one_by_one.flush(now)
+    assert sum(len(b) for b in got) > 0
+
+
+def test_extend_wants_one_size_per_item() -> None:
+    with pytest.raises(ValueError, match="one size per item"):
+        Batcher[int](4, 100, 5.0).extend([1, 2], [1], 0.0)

@@ -87,3 +87,23 @@ def test_done_many_of_a_forgotten_partition_is_ignored() -> None:
     t.forget(["p"])
     t.done_many("p", [0])
     assert t.committable() == {}
+
+
+def test_track_many_is_track_of_each_and_refuses_what_goes_back() -> None:
+    many: OffsetTracker[str] = OffsetTracker()
+    each: OffsetTracker[str] = OffsetTracker()
+    runs = [[3, 4, 5], [], [9], [10, 12, 13]]  # gaps: compacted records, transaction markers
+    for run in runs:
+        many.track_many("p0", run)
+        for off in run:
+            each.track("p0", off)
+    assert many.pending("p0") == each.pending("p0") == 7
+    for off in (3, 4, 9):
+        many.done("p0", off)
+        each.done("p0", off)
+    assert many.committable() == each.committable() == {"p0": 5}
+    many.done_many("p0", [5, 9, 10])
+    assert many.committable() == {"p0": 11}
+    with pytest.raises(ValueError, match="out of order"):
+        many.track_many("p0", [13, 14])
+    assert many.pending("p0") == 2  # 12 and 13: the refused run was not taken
