@@ -17,7 +17,9 @@ from tests.integration.conftest import Topics
 from tests.integration.helpers import collect_results
 from tests.integration.workers import WorkerProcess
 
-N = 1000
+# enough that the backlog outlasts several scrapes at max batch size 8 (1,000 drained
+# between two scrapes 0.2 s apart once a worker answered ~10,000 transactions/s)
+N = 20_000
 
 
 def _free_port() -> int:
@@ -70,7 +72,7 @@ def test_metrics_count_what_was_sent_and_readyz_turns_ready(
             drains.append(_value(text, "streaminfer_seconds_to_drain"))
             if _value(text, "streaminfer_results_total") >= N:
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         results = collect_results(kafka_bootstrap, topics.results, N, timeout_s=60)
         assert len(results) == N
         assert _get(port, "/readyz") == (200, "ready\n")
