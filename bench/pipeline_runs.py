@@ -93,6 +93,13 @@ def stages(results: list[Result]) -> dict[str, dict[str, float | None]]:
     }
 
 
+def p99_bound_ms(max_wait_ms: float, stage_ms: dict[str, dict[str, float | None]]) -> float | None:
+    """The latency target's bound on the end-to-end p99 at half of capacity: the window's
+    wait, twice the batch's inference p99, and 25 ms for the rest (None: no inference seen)."""
+    inference_p99 = stage_ms["inference"]["p99"]
+    return None if inference_p99 is None else round(max_wait_ms + 2 * inference_p99 + 25, 1)
+
+
 def paced_events(kind: str, n: int, seed: int) -> Iterator[Frame | Transaction]:
     """Lazily made, so each event's timestamp is its send time."""
     if kind == "frame":
@@ -120,7 +127,8 @@ async def latency(bootstrap: str, kind: str, rate_per_s: float, seconds: float, 
     since = min(r.timings.event_ms for r in results) + warmup_s * 1000
     steady = [r for r in results if r.timings.event_ms >= since] or results
     warm = [r for r in results if r.timings.event_ms < since]
+    steady_stages = stages(steady)
     return {"rate_per_s": rate_per_s, "sent_per_s": round(report.rate_per_s, 1), "n": len(steady),
             "mean_batch_size": round(sum(r.batch_size for r in steady) / len(steady), 2),
-            "stages_ms": stages(steady),
+            "stages_ms": steady_stages, "p99_bound_ms": p99_bound_ms(settings.max_wait_ms, steady_stages),
             "warmup": {"seconds": warmup_s, "n": len(warm), "stages_ms": stages(warm) if warm else None}}

@@ -101,8 +101,9 @@ def _latency(bootstrap: str, kind: str, capacity: float, seconds: float,
             warm = row["warmup"]["stages_ms"]  # None: no event fell in the warm-up
             warm_p99 = warm["end_to_end"]["p99"] if warm else float("nan")
             short = f", sent only {sent_load}x" if sent_load < load * 0.95 else ""
+            bound = row["p99_bound_ms"]
             progress.step(f"{kind:<11} {load:>4}x capacity ({row['rate_per_s']:,.0f}/s{short}) {batching:<8}: "
-                          f"end to end p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} max {e2e['max']} ms, "
+                          f"end to end p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} (bound {bound}) max {e2e['max']} ms, "
                           f"mean batch {row['mean_batch_size']} (warm-up second: p99 {warm_p99:.0f} ms)")
     return rows
 

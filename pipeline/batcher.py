@@ -61,39 +61,24 @@ class Batcher(Generic[T]):
 
     def add(self, item: T, nbytes: int, now: float) -> list[Batch[T]]:
         """Add one item; return the batches this closes (an expired window first)."""
-        closed: list[Batch[T]] = []
-        expired = self.poll(now)
-        if expired is not None:
-            closed.append(expired)
-        if not self._items:
-            self._opened_at = now
-        self._items.append(item)
-        self._nbytes += nbytes
-        if len(self._items) >= self.max_batch_size:
-            closed.append(self._close(now, CloseReason.SIZE))
-        elif self._nbytes >= self.max_batch_bytes:
-            closed.append(self._close(now, CloseReason.BYTES))
-        return closed
+        return self.extend((item,), (nbytes,), now)
 
     def extend(self, items: Sequence[T], sizes: Sequence[int], now: float) -> list[Batch[T]]:
-        """``add`` each of ``items`` (of ``sizes`` bytes) at ``now``: the same batches, closed
-        the same way, as adding them one by one, in one call (a poll's records of a
-        partition) rather than one a record."""
+        """Add ``items`` (of ``sizes`` bytes) at ``now``, in order; return the batches this
+        closes: the same, closed the same way, as adding them one at a time, in one call (a
+        poll's records of a partition) rather than one a record."""
         if len(items) != len(sizes):
             raise ValueError("one size per item")
-        if not items:
-            return []
-        if now + self.max_wait_s <= now:  # a window closes on time as soon as it opens: one by one
-            return [batch for item, nbytes in zip(items, sizes, strict=True) for batch in self.add(item, nbytes, now)]
         closed: list[Batch[T]] = []
-        expired = self.poll(now)  # the window open before, if its time is up; none opened now can be
-        if expired is not None:
-            closed.append(expired)
         at, total = 0, len(items)
         while at < total:
+            if (expired := self.poll(now)) is not None:
+                closed.append(expired)
             if not self._items:
                 self._opened_at = now
-            end = min(total, at + max(self.max_batch_size - len(self._items), 1))
+            # a window already due (max_wait 0) takes one item: the next closes it by time
+            room = 1 if self._opened_at + self.max_wait_s <= now else max(self.max_batch_size - len(self._items), 1)
+            end = min(total, at + room)
             # the window's bytes after each item: the first to reach the limit closes it
             after = list(accumulate(sizes[at:end], initial=self._nbytes))
             taken = min(bisect_left(after, self.max_batch_bytes, 1), end - at)

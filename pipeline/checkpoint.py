@@ -112,9 +112,6 @@ class Checkpoint:
         self.cluster_id = await through_outage(self._outage, self._ask_cluster_id)
         self._outage.ok()
 
-    def track(self, tp: TopicPartition, offset: int) -> None:
-        self._offsets.track(tp, offset)
-
     def track_many(self, tp: TopicPartition, offsets: Sequence[int]) -> None:
         self._offsets.track_many(tp, offsets)
 

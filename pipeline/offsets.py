@@ -31,12 +31,7 @@ class OffsetTracker(Generic[P]):
 
     def track(self, partition: P, offset: int) -> None:
         """Record a consumed offset; offsets of one partition arrive in increasing order."""
-        part = self._parts.get(partition)
-        if part is None:
-            part = self._parts[partition] = _Partition()
-        if part.pending and offset <= part.pending[-1]:
-            raise ValueError(f"offset {offset} of {partition} tracked out of order")
-        part.pending.append(offset)
+        self.track_many(partition, (offset,))
 
     def track_many(self, partition: P, offsets: Sequence[int]) -> None:
         """``track`` each of ``offsets``, consumed in increasing order (a poll's records of

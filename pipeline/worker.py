@@ -269,7 +269,7 @@ class Worker:
                     self.checkpoint.track_many(run[0].tp, [record.offset for record in run])
                 lane = self._lane(topic)
                 items = [WorkItem(record, decode(record), received_ms, generation) for record in run]
-                for closed in lane.batcher.extend(items, [len(record.value or b"") for record in run], now):
+                for closed in lane.batcher.extend(items, [_item_bytes(item) for item in items], now):
                     self._hand_over(lane, closed)
             for lane in self._lanes.values():
                 if (expired := lane.batcher.poll(self._clock())) is not None:
