@@ -31,12 +31,16 @@ log = logging.getLogger("streaminfer.runner")
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A batch preprocessed: per item its input tensor, or the outcome that already ends it."""
+    """A batch preprocessed: per item its input tensor, or the outcome that already ends it;
+    or, where one model preprocessed the whole batch at once (``preprocess_batch``), that
+    batch's tensor, row i the input of item i."""
 
     items: tuple[Frame | Transaction, ...]
-    slots: tuple[torch.Tensor | Outcome, ...]
+    slots: tuple[torch.Tensor | Outcome, ...] | torch.Tensor
 
     def select(self, indices: Sequence[int]) -> Prepared:
+        if isinstance(self.slots, torch.Tensor):
+            return Prepared(tuple(self.items[i] for i in indices), self.slots[list(indices)])
         return Prepared(tuple(self.items[i] for i in indices), tuple(self.slots[i] for i in indices))
 
 
@@ -174,7 +178,11 @@ class Runner:
 
     def prepare_sync(self, items: Sequence[Frame | Transaction]) -> Prepared:
         """One slot per item: its input tensor, or the outcome that ends it (no model for its
-        kind, or its model's ``preprocess`` refused or failed on it)."""
+        kind, or its model's ``preprocess`` refused or failed on it). A batch of one kind
+        whose model has ``preprocess_batch`` is preprocessed in one call; if that raises, item
+        by item, which says which item fails and why."""
+        if items and (whole := self._preprocess_batch(items)) is not None:
+            return Prepared(tuple(items), whole)
         slots: list[torch.Tensor | Outcome] = []
         for item in items:
             model = self.models.get(item.kind)
@@ -195,8 +203,33 @@ class Runner:
                 ))
         return Prepared(tuple(items), tuple(slots))
 
+    def _preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor | None:
+        kind = items[0].kind
+        model = self.models.get(kind)
+        preprocess_batch = getattr(model, "preprocess_batch", None)
+        if preprocess_batch is None or any(item.kind != kind for item in items):
+            return None
+        try:
+            batch = preprocess_batch(items)
+        except Exception:  # item by item, the failing item gets its dead letter
+            return None
+        if not isinstance(batch, torch.Tensor) or batch.ndim == 0 or batch.shape[0] != len(items):
+            return None
+        return batch
+
     def infer_sync(self, prepared: Prepared) -> list[Outcome]:
         """Each kind's tensors through its model (a batch may mix kinds); outcomes in input order."""
+        if isinstance(prepared.slots, torch.Tensor):  # one kind, every item preprocessed
+            if not prepared.items:
+                return []
+            model = self.models[prepared.items[0].kind]
+            start_ms = self._clock_ms()
+            rows = self._infer_isolating(model, prepared.slots)
+            end_ms = self._clock_ms()
+            fields = tuple(model.output_fields)
+            name, version = model.name, model.version
+            return [Outcome(None, row, name, version, start_ms, end_ms, fields) if isinstance(row, DecodeError)
+                    else Outcome(row, None, name, version, start_ms, end_ms, fields) for row in rows]
         outcomes: list[Outcome | None] = [slot if isinstance(slot, Outcome) else None for slot in prepared.slots]
         by_kind: dict[InputKind, list[int]] = {}
         for i, (item, slot) in enumerate(zip(prepared.items, prepared.slots, strict=True)):
@@ -216,8 +249,9 @@ class Runner:
         assert all(o is not None for o in outcomes)
         return outcomes  # type: ignore[return-value]
 
-    def _infer_isolating(self, model: Model, tensors: list[torch.Tensor]) -> list[Any]:
-        """One row or one ``DecodeError`` per tensor: failures are bisected down to the guilty items."""
+    def _infer_isolating(self, model: Model, tensors: list[torch.Tensor] | torch.Tensor) -> list[Any]:
+        """One row or one ``DecodeError`` per tensor (or row of a batch tensor): failures are
+        bisected down to the guilty items."""
         ceiling = self._ceilings.get(model.name)
         if ceiling is not None and len(tensors) > ceiling:
             return [row for at in range(0, len(tensors), ceiling)
@@ -246,9 +280,9 @@ class Runner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _infer(self, model: Model, tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
+    def _infer(self, model: Model, tensors: list[torch.Tensor] | torch.Tensor) -> list[dict[str, Any]]:
         accel = self.acceleration
-        batch, real = accel.padded(torch.stack(tensors))
+        batch, real = accel.padded(tensors if isinstance(tensors, torch.Tensor) else torch.stack(tensors))
         if self._pin:
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         batch = accel.layout(batch)

@@ -36,6 +36,10 @@ class Model(Protocol):
 
     # optional attribute ``preprocess_in_pool`` (default False): True lets the runner call
     # ``preprocess`` from several threads of its preparation pool at once, ahead of the model
+    # optional method ``preprocess_batch(items) -> Tensor``: the inputs of a whole batch of
+    # this model's kind in one call, row i equal to ``preprocess(items[i])`` (what a Python
+    # loop per item costs is then paid once a batch); if it raises, the runner preprocesses
+    # the batch item by item, so the item at fault is the only one to fail
     # optional method ``example_input() -> Tensor | None``: a batch of one as ``forward``
     # takes it; given, the runner may run the module as a frozen graph (``pipeline.acceleration``)
 

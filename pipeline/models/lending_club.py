@@ -102,6 +102,16 @@ class LendingClubMLP(TorchModule):
             )
         return standardise(torch.tensor(item.features, dtype=torch.float64), self.mean, self.std)
 
+    def preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor:
+        """``preprocess`` of each item, stacked; raises where any item is not a full loan vector
+        (``preprocess`` then says which)."""
+        if type(self).preprocess is not LendingClubMLP.preprocess:  # a subclass's own inputs
+            return torch.stack([self.preprocess(item) for item in items])
+        rows = [item.features for item in items if isinstance(item, Transaction)]
+        if len(rows) != len(items) or any(row is None or len(row) != FEATURE_DIM for row in rows):
+            raise ValueError("not every item is a transaction with a full loan vector")
+        return standardise(torch.tensor(rows, dtype=torch.float64), self.mean, self.std)
+
     def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
         scores = torch.sigmoid(output.float().reshape(output.shape[0], -1)[:, 0])
         return [{"score": float(s)} for s in scores.tolist()]

@@ -15,7 +15,7 @@ from pipeline.models.base import Model, ModelError, TorchModule
 from pipeline.models.efficientnet import EfficientNetLite0
 from pipeline.models.frames import FrameCNN, frame_to_tensor, top_k
 from pipeline.models.lending_club import LendingClubMLP
-from pipeline.models.transactions import TransactionMLP, transaction_to_tensor
+from pipeline.models.transactions import TransactionMLP, transaction_to_tensor, transactions_to_batch
 from schemas.models import Frame, InputKind, Transaction
 
 BUILTINS: dict[str, Callable[[], Model]] = {
@@ -46,6 +46,8 @@ class TorchScriptModel(TorchModule):
             ) from exc
         self.kind = kind
         self.preprocess_in_pool = kind == "frame"  # our own decoding and resizing, pure and thread-safe
+        if kind == "transaction":  # the built-in features, a batch at a time
+            self.preprocess_batch = transactions_to_batch
         self.output_fields: tuple[str, ...] = ("labels",) if kind == "frame" else ("outputs",)
         self.name = path.stem
         self.version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]

@@ -55,6 +55,55 @@ def transaction_features(tx: Transaction) -> list[float]:
     ]
 
 
+_CURRENCY_AT = {c: i for i, c in enumerate(CURRENCIES)}  # an other currency: the flag after them
+_CHANNEL_AT = {c: i for i, c in enumerate(CHANNELS)}
+_SIN_HOUR = np.array([sin for sin, _ in _HOURS])
+_COS_HOUR = np.array([cos for _, cos in _HOURS])
+_BUCKET_AT: dict[str, int] = {}  # merchant category -> its bucket (-1: none), as met
+_BUCKETS_KEPT = 4096
+# where each part of the vector starts (transaction_features' order)
+_AT_CURRENCY = 3
+_AT_CHANNEL = _AT_CURRENCY + len(CURRENCIES) + 1
+_AT_BUCKET = _AT_CHANNEL + len(CHANNELS)
+_AT_COUNTRY = _AT_BUCKET + CATEGORY_BUCKETS
+_AT_EXTRA = _AT_COUNTRY + 1
+
+
+def _bucket_at(category: str) -> int:
+    at = _BUCKET_AT.get(category)
+    if at is None:
+        if len(_BUCKET_AT) >= _BUCKETS_KEPT:  # categories are the user's strings: keep a bounded few
+            _BUCKET_AT.clear()
+        at = _BUCKET_AT[category] = zlib.crc32(category.lower().encode()) % CATEGORY_BUCKETS if category else -1
+    return at
+
+
+def transactions_to_batch(items: Sequence[Frame | Transaction]) -> torch.Tensor:
+    """``transaction_to_tensor`` of each item, stacked, computed a column at a time (a
+    quarter of the cost per item); the same float32 values, bit for bit."""
+    if not all(isinstance(item, Transaction) for item in items):
+        raise TypeError("transaction model got a non-transaction item")
+    txs: Sequence[Transaction] = items  # type: ignore[assignment]
+    n = len(txs)
+    out = np.zeros((n, FEATURE_DIM), np.float32)
+    rows = np.arange(n)
+    out[:, 0] = np.fromiter([math.log1p(tx.amount) for tx in txs], np.float64, n)
+    hour = np.fromiter([(tx.timestamp_ms // 3_600_000) % 24 for tx in txs], np.intp, n)
+    out[:, 1], out[:, 2] = _SIN_HOUR[hour], _COS_HOUR[hour]
+    other = len(CURRENCIES)
+    out[rows, _AT_CURRENCY + np.fromiter([_CURRENCY_AT.get(tx.currency.upper(), other) for tx in txs], np.intp, n)] = 1
+    for at, start in ((np.fromiter([_CHANNEL_AT.get(tx.channel, -1) for tx in txs], np.intp, n), _AT_CHANNEL),
+                      (np.fromiter([_bucket_at(tx.merchant_category) for tx in txs], np.intp, n), _AT_BUCKET)):
+        some = at >= 0
+        out[rows[some], start + at[some]] = 1
+    out[:, _AT_COUNTRY] = np.fromiter([tx.country not in ("", "US") for tx in txs], np.float32, n)
+    for i, tx in enumerate(txs):
+        if tx.features:
+            extra = tx.features[:EXTRA_FEATURES]
+            out[i, _AT_EXTRA:_AT_EXTRA + len(extra)] = extra
+    return torch.from_numpy(out)
+
+
 def transaction_to_tensor(item: Frame | Transaction) -> torch.Tensor:
     if not isinstance(item, Transaction):
         raise TypeError("transaction model got a non-transaction item")
@@ -85,6 +134,11 @@ class TransactionMLP(TorchModule):
 
     def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
         return transaction_to_tensor(item)
+
+    def preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor:
+        if type(self).preprocess is not TransactionMLP.preprocess:  # a subclass's own features
+            return torch.stack([self.preprocess(item) for item in items])
+        return transactions_to_batch(items)
 
     def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
         scores = torch.sigmoid(output.float().reshape(output.shape[0], -1)[:, 0])

@@ -113,6 +113,25 @@ def test_wrong_feature_count_is_rejected_clearly(model: LendingClubMLP, features
     assert f"exactly {len(FEATURE_SPEC)} values" in info.value.message
 
 
+def test_a_batch_standardised_at_once_equals_each_alone_and_a_bad_item_fails_alone(model: LendingClubMLP) -> None:
+    from pipeline.runner import Runner
+
+    good = [loan_to_transaction(i, {**ROW, "int_rate": 5.0 + i, "annual_inc": 20_000.0 * (i + 1)},
+                                clock_ms=fixed_clock) for i in range(12)]
+    batch = model.preprocess_batch(good)
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([model.preprocess(tx) for tx in good]))
+    short = good[4].model_copy(update={"features": [0.0] * 3})
+    with pytest.raises(ValueError):
+        model.preprocess_batch([*good[:4], short])
+    # in the runner: the batch that holds it goes item by item, and only it is refused
+    outcomes = Runner({"transaction": model}, torch.device("cpu")).run_sync([*good[:4], short, *good[5:]])
+    assert [o.error is None for o in outcomes] == [True] * 4 + [False] + [True] * 7
+    assert outcomes[4].error is not None and outcomes[4].error.reason is Reason.PREPROCESS_FAILED
+    assert [o.outputs["score"] for i, o in enumerate(outcomes) if i != 4] == pytest.approx(  # type: ignore[index]
+        score(model, good[:4] + good[5:]), abs=1e-6)
+
+
 def test_missing_or_corrupt_weight_files_raise_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"does\-not\-exist\.pt"):
         LendingClubMLP(weights=tmp_path / "does-not-exist.pt")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pipeline.models import FrameCNN, ModelError, TransactionMLP, load_model
-from pipeline.models.transactions import FEATURE_DIM, transaction_features
-from pipeline.runner import Runner
+from pipeline.models.transactions import FEATURE_DIM, transaction_features, transaction_to_tensor, transactions_to_batch
+from pipeline.runner import Outcome, Runner
 from schemas import Frame, FrameEncoding, Reason, Transaction
 from schemas.images import encode_image
 
@@ -98,6 +98,92 @@ def test_transaction_features_equal_their_plain_definition() -> None:
         assert transaction_features(t) == expected, t
         tensor = model.preprocess(t)
         assert tensor.dtype == torch.float32 and torch.equal(tensor, torch.tensor(expected, dtype=torch.float32))
+
+
+def _random_transactions(n: int, seed: int, categories: Sequence[str] = ("", "food", "GAS", "Travel", "x" * 60),
+                         ) -> list[Transaction]:
+    import random
+
+    rnd = random.Random(seed)
+    return [Transaction(
+        id=f"t{i}", account_id="a", timestamp_ms=rnd.randrange(0, 2**41),
+        amount=rnd.random() * 10 ** rnd.randrange(6),
+        currency=rnd.choice(["USD", "eur", "Gbp", "XXX", "JPY", "chf"]),
+        merchant_category=rnd.choice(categories),
+        country=rnd.choice(["", "US", "DE", "FR"]),
+        channel=rnd.choice(["", "online", "atm", "card_present", "transfer"]),
+        features=rnd.choice([None, [], [rnd.random() for _ in range(rnd.randrange(1, 20))]]),
+    ) for i in range(n)]
+
+
+def test_a_batch_of_transactions_preprocessed_at_once_equals_each_alone_bit_for_bit() -> None:
+    items = _random_transactions(3_000, seed=11)
+    batch = transactions_to_batch(items)
+    assert batch.dtype == torch.float32 and batch.shape == (3_000, FEATURE_DIM)
+    assert torch.equal(batch, torch.stack([transaction_to_tensor(t) for t in items]))
+    # more distinct categories than the bucket lookup keeps: it starts over, still right
+    many = _random_transactions(6_000, seed=12, categories=[f"cat-{i}" for i in range(5_000)])
+    assert torch.equal(transactions_to_batch(many), torch.stack([transaction_to_tensor(t) for t in many]))
+    assert transactions_to_batch([]).shape == (0, FEATURE_DIM)
+    with pytest.raises(TypeError):
+        transactions_to_batch([tx(0), frame(1)])
+
+
+class _PerItemOnly(TransactionMLP):
+    """The same model without ``preprocess_batch``: the runner goes item by item."""
+
+    preprocess_batch = None  # type: ignore[assignment]
+
+
+def _same_outcomes(got: Sequence[Outcome], want: Sequence[Outcome]) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert (a.error, a.model_name, a.model_version) == (b.error, b.model_name, b.model_version)
+        assert (a.outputs is None and b.outputs is None) or a.outputs == pytest.approx(b.outputs, rel=1e-5, abs=1e-6)
+
+
+def test_a_batch_preprocessed_in_one_call_gives_the_outcomes_of_item_by_item() -> None:
+    calls: list[int] = []
+
+    class Counting(TransactionMLP):
+        def preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor:
+            calls.append(len(items))
+            return super().preprocess_batch(items)
+
+    items: list[Frame | Transaction] = list(_random_transactions(64, seed=3))
+    runner = Runner({"transaction": Counting()}, CPU)
+    got = runner.run_sync(items)
+    assert calls == [64] and all(o.error is None for o in got)
+    _same_outcomes(got, Runner({"transaction": _PerItemOnly()}, CPU).run_sync(items))
+    # a part of a batch prepared whole (what the worker runs when some of it was revoked)
+    prepared = runner.prepare_sync(items)
+    assert isinstance(prepared.slots, torch.Tensor)
+    _same_outcomes(runner.infer_sync(prepared.select([5, 0, 63])), [got[5], got[0], got[63]])
+    assert runner.infer_sync(prepared.select([])) == []
+    # a batch of two kinds goes item by item: each kind to its own model
+    mixed = Runner({"transaction": Counting(), "frame": FrameCNN()}, CPU).run_sync([tx(0), frame(1), tx(2)])
+    assert calls == [64, 64] and [o.error for o in mixed] == [None] * 3
+
+
+def test_a_failing_or_misshapen_batch_preprocess_falls_back_to_item_by_item() -> None:
+    class Raises(TransactionMLP):
+        def preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor:
+            raise ValueError("cannot do the whole batch")
+
+    class ShortByOne(TransactionMLP):
+        def preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor:
+            return super().preprocess_batch(items)[1:]
+
+    class NotATensor(TransactionMLP):
+        def preprocess_batch(self, items: Sequence[Frame | Transaction]) -> torch.Tensor:
+            return [self.preprocess(item) for item in items]  # type: ignore[return-value]
+
+    items: list[Frame | Transaction] = [tx(i, amount=5.0 * i) for i in range(9)]
+    want = Runner({"transaction": _PerItemOnly()}, CPU).run_sync(items)
+    for model in (Raises(), ShortByOne(), NotATensor()):
+        runner = Runner({"transaction": model}, CPU)
+        assert not isinstance(runner.prepare_sync(items).slots, torch.Tensor)
+        _same_outcomes(runner.run_sync(items), want)
 
 
 def test_batching_does_not_change_a_result() -> None:
