@@ -24,7 +24,7 @@ from pipeline.runner import Runner
 from schemas.codec import decode_input, encode
 from schemas.errors import DecodeError
 
-BATCH_SIZES = {"transaction": (1, 4, 16, 64, 256), "frame": (1, 2, 4, 8, 16, 32)}
+BATCH_SIZES = {"transaction": (1, 4, 16, 64, 256, 1024), "frame": (1, 2, 4, 8, 16, 32)}
 ITEMS = {"transaction": 10_000, "frame": 48}
 T = TypeVar("T")
 

@@ -125,7 +125,7 @@ class WorkerSettings(KafkaSettings):
         "capped at the size measured to be cheapest per item (under --latency-slo-ms); "
         "fixed: windows close only by size, bytes or max-wait",
     )
-    max_batch_size: int = Field(256, ge=1, le=4096, description="upper bound on a batch (adaptive: on its cap)")
+    max_batch_size: int = Field(1024, ge=1, le=4096, description="upper bound on a batch (adaptive: on its cap)")
     max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_wait_ms: int = Field(
         20, ge=0, le=60_000, description="longest a window stays open after its first item"

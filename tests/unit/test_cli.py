@@ -39,7 +39,7 @@ def test_worker_help_shows_defaults_allowed_values_and_env_names(capsys: pytest.
     text = " ".join(capsys.readouterr().out.split())
     assert "--delivery {at-least-once,exactly-once}" in text
     assert "--max-batch-size MAX_BATCH_SIZE" in text and "SETTING_" not in text
-    assert "default: 256; env STREAMINFER_MAX_BATCH_SIZE" in text
+    assert "default: 1024; env STREAMINFER_MAX_BATCH_SIZE" in text
     assert "--worker-id WORKER_ID default: <hostname>-<pid>;" in text  # not this process's own value
     assert "default: streaminfer-frames,streaminfer-transactions; env STREAMINFER_INPUT_TOPICS" in text
 
