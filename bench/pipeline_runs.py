@@ -1,8 +1,9 @@
 """``streaminfer worker`` processes, as deployed, on the local broker.
 
 ``drain``: workers read a backlog with a group of their own; throughput from the results'
-own timings, counted from when every worker has started producing (a group of two
-rebalances once the second joins; that pause is not the steady rate).
+own timings, counted from when every worker has started producing. Several workers read a
+copy of the backlog held in an open transaction until the group is stable with all of
+them (``held_copy``), so none drains it alone while another is still starting.
 
 ``latency``: the worker runs first and input arrives at a fixed rate (open loop: the rate
 does not slow down when the worker falls behind); end to end from each event's own
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import create_outputs, default_model, fresh_settings, worker_processes
+from bench.common import create_outputs, default_model, fresh_settings, held_copy, worker_processes
 from consumers.results_reader import read_results
 from pipeline.latency import latency_summary_ms
 from pipeline.topics import create_topics, wait_for_group
@@ -67,10 +68,18 @@ async def collect_results(bootstrap: str, topic: str, n: int, timeout_s: float =
 
 async def drain(bootstrap: str, topic: str, kind: str, n: int, *, workers: int = 1, cwd: str | None = None,
                 **overrides: Any) -> float:
-    """Results per second of ``workers`` worker processes draining ``n`` records of ``topic``."""
-    settings = fresh_settings(bootstrap, "drain", [topic], **(_models(kind) | overrides))
-    await create_outputs(settings)
-    async with worker_processes(settings, workers, cwd=cwd):
+    """Results per second of ``workers`` worker processes draining ``n`` records of ``topic``
+    (more than one: a copy of it held back until all of them are in the group)."""
+    async with contextlib.AsyncExitStack() as stack:
+        release = None
+        if workers > 1:
+            topic, release = await stack.enter_async_context(held_copy(bootstrap, topic))
+        settings = fresh_settings(bootstrap, "drain", [topic], **(_models(kind) | overrides))
+        await create_outputs(settings)
+        await stack.enter_async_context(worker_processes(settings, workers, cwd=cwd))
+        if release is not None:
+            await wait_for_group(settings, settings.group_id, workers, timeout_s=120)
+            await release()
         results = await collect_results(bootstrap, settings.results_topic, n)
     firsts: dict[str, int] = {}
     for r in results:
