@@ -9,7 +9,8 @@ up to ``max_batch_size``, and that bound itself), and the cap is the size with t
 lowest cost per item. It starts at 4 and climbs the hill both ways: a neighbour of the
 cap (twice or half its size) that was never measured is tried as soon as the cap has its
 samples (fewer for a size never measured, so that a worker started on a backlog gets there
-in a few dozen batches), and the cap moves to whichever is cheaper; once both neighbours
+in a few dozen batches; one whose very first batch, set-up and all, is cheaper per item by
+far settles on it), and the cap moves to whichever is cheaper; once both neighbours
 are known, one of them is tried again now and then, since the machine (other lanes,
 other processes) changes under it. Only full batches say much about a
 size, so only batches whose size is one of the candidates are counted, and not the first
@@ -39,6 +40,7 @@ class _Estimate:
 
 
 START_SIZE = 4
+CLEAR_WIN = 0.3  # a probe's first batch this much cheaper per item than the cap settles it
 
 
 class BatchSizer:
@@ -91,13 +93,21 @@ class BatchSizer:
         estimate = self._estimates.get(size)
         if estimate is None or size < 1 or seconds < 0:
             return self.cap
+        per_item = seconds / size
         if not estimate.warmed:
             # the first batch of a size sets up the model's kernels for that shape (oneDNN
             # primitives, allocations): EfficientNet-Lite0 took 1.35-1.38x its later batches'
             # time on it at batch 1, 2 and 4 here; counted, it made a size look dearer than it is
             estimate.warmed = True
+            if not self._clear_win(size, per_item):
+                return self.cap
+            # cheaper by far even with its set-up: that size wins, and needs no more batches
+            # to say so (a worker started on a backlog climbs a size a batch, not three)
+            estimate.per_item_s, estimate.samples = per_item, 1
+            estimate.settled = estimate.ever_settled = True
+            self._since_explore += 1
+            self._decide()
             return self.cap
-        per_item = seconds / size
         if estimate.samples == 0:
             estimate.per_item_s = per_item
         else:
@@ -106,6 +116,15 @@ class BatchSizer:
         self._since_explore += 1
         self._decide()
         return self.cap
+
+    def _clear_win(self, size: int, per_item_s: float) -> bool:
+        """Whether the first batch of the size being tried was, set-up and all, cheaper per
+        item than the cap by more than ``CLEAR_WIN`` (doubling a batch whose time is mostly
+        a fixed cost nearly halves it per item)."""
+        if self._probe is None or self.sizes[self._probe] != size:
+            return False
+        at = self._estimates[self.sizes[self._at]]
+        return at.settled and per_item_s <= at.per_item_s * (1 - CLEAR_WIN)
 
     def _settled(self, index: int) -> bool:
         estimate = self._estimates[self.sizes[index]]
