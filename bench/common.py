@@ -73,13 +73,13 @@ async def held_copy(bootstrap: str, topic: str) -> AsyncIterator[tuple[str, Call
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"bench-{copy}", acks="all",
                                 enable_idempotence=True, linger_ms=5, max_request_size=MAX_REQUEST_BYTES,
                                 transaction_timeout_ms=600_000)
-    state = "none"  # "open" once begun, "done" once committed or aborted
+    held = False  # a transaction begun and not yet committed
 
     async def release() -> None:
-        nonlocal state
-        if state == "open":
+        nonlocal held
+        if held:
             await producer.commit_transaction()
-            state = "done"
+            held = False
 
     try:
         await consumer.start()
@@ -89,7 +89,7 @@ async def held_copy(bootstrap: str, topic: str) -> AsyncIterator[tuple[str, Call
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         await producer.begin_transaction()
-        state = "open"
+        held = True
         pending = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
@@ -101,7 +101,7 @@ async def held_copy(bootstrap: str, topic: str) -> AsyncIterator[tuple[str, Call
         await release()
     finally:
         try:
-            if state == "open":
+            if held:
                 await producer.abort_transaction()
         finally:
             await consumer.stop()

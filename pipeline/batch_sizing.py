@@ -101,13 +101,9 @@ class BatchSizer:
             estimate.warmed = True
             if not self._clear_win(size, per_item):
                 return self.cap
-            # cheaper by far even with its set-up: that size wins, and needs no more batches
-            # to say so (a worker started on a backlog climbs a size a batch, not three)
-            estimate.per_item_s, estimate.samples = per_item, 1
+            # cheaper by far even with its set-up: counted, and that size needs no more
+            # batches to win (a worker started on a backlog climbs a size a batch, not three)
             estimate.settled = estimate.ever_settled = True
-            self._since_explore += 1
-            self._decide()
-            return self.cap
         if estimate.samples == 0:
             estimate.per_item_s = per_item
         else:

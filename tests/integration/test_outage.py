@@ -101,7 +101,8 @@ def test_a_wiped_cluster_on_the_same_port_stops_the_worker_before_it_commits_the
         names = [topics.inputs, topics.results, topics.dead_letters]
         asyncio.run(create_topics(KafkaSettings(kafka_bootstrap=bootstrap), names, 1))
         asyncio.run(publish(iter_synthetic_transactions(5, seed=5), bootstrap=bootstrap, topic=topics.inputs))
-        wait_until(lambda: not worker.alive(), 120, "the worker to stop on the changed cluster")
+        wait_until(lambda: not worker.alive(), 120, "the worker to stop on the changed cluster",
+                   logs_of=[worker])
     finally:
         code = worker.stop()
     assert code == 5, worker.log()[-3000:]
@@ -121,7 +122,7 @@ def test_a_cluster_gone_past_the_outage_deadline_ends_the_worker_with_exit_3(
         worker.wait_assigned(1)
         broker_ok(home, "stop")
         stopped_at = time.monotonic()
-        wait_until(lambda: not worker.alive(), 90, "the worker to give up")
+        wait_until(lambda: not worker.alive(), 90, "the worker to give up", logs_of=[worker])
         waited_s = time.monotonic() - stopped_at
     finally:
         code = worker.stop()

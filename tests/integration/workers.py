@@ -63,13 +63,16 @@ class WorkerProcess:
         return code
 
 
-def wait_until(predicate, timeout_s: float, what: str, workers: list[WorkerProcess] = ()) -> None:  # type: ignore[no-untyped-def, assignment]
+def wait_until(predicate, timeout_s: float, what: str, workers: list[WorkerProcess] = (),  # type: ignore[no-untyped-def, assignment]
+               logs_of: list[WorkerProcess] = ()) -> None:  # type: ignore[assignment]
+    """Poll ``predicate``; fail at once if one of ``workers`` exits, and at the timeout
+    with the logs of ``workers`` and ``logs_of`` (workers expected to exit go there)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         for w in workers:
             if not w.alive():
                 raise AssertionError(f"worker {w.worker_id} exited {w.proc.returncode}:\n{w.log()[-3000:]}")
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {w.worker_id}\n{w.log()[-2000:]}" for w in workers)
+            logs = "\n".join(f"--- {w.worker_id}\n{w.log()[-2000:]}" for w in [*workers, *logs_of])
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{logs}")
         time.sleep(0.2)
