@@ -14,8 +14,8 @@ far settles on it), and the cap moves to whichever is cheaper; once both neighbo
 are known, one of them is tried again now and then, since the machine (other lanes,
 other processes) changes under it. Only full batches say much about a
 size, so only batches whose size is one of the candidates are counted, and not the first
-of each size: it pays for setting up the model's kernels for that shape. When the cap
-comes down, the worker cuts the batches already closed at the old cap to the new one
+of each size on each model thread: it pays for setting up the model's kernels for that
+shape. When the cap comes down, the worker cuts the batches already closed at the old cap to the new one
 (``Batcher.resize``, ``batcher.split``).
 
 Under a latency SLO the cap is also no larger than the biggest size whose batch fits in
@@ -36,7 +36,7 @@ class _Estimate:
     samples: int = 0
     settled: bool = False  # has had the samples it needs since it was last (re)tried
     ever_settled: bool = False
-    warmed: bool = False  # its first batch, which set up the model's kernels for it, is past
+    uncounted: int = 1  # first batches still to come, which set up the model's kernels for it
 
 
 START_SIZE = 4
@@ -55,10 +55,14 @@ class BatchSizer:
         explore_every: int = 200,
         margin: float = 0.1,
         smoothing: float = 0.3,
+        set_up_batches: int = 1,
     ) -> None:
         """``samples`` full batches settle a size; every ``explore_every`` batches a
         neighbour of the cap is tried again; a larger size must be cheaper per item by
-        ``margin`` to win (a smaller one wins ties: it is the lower latency)."""
+        ``margin`` to win (a smaller one wins ties: it is the lower latency).
+        ``set_up_batches``: the first batches of each size left uncounted, one per model
+        thread of the lane (each thread sets up its own kernels for a shape: EfficientNet-
+        Lite0's first batch of 4 took 113-116 ms on each of two threads, the next 58-75)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         sizes = [1]
@@ -73,7 +77,7 @@ class BatchSizer:
         self._margin = margin
         self._smoothing = smoothing
         self._climb_samples = max(1, samples // 2)
-        self._estimates = {size: _Estimate() for size in self.sizes}
+        self._estimates = {size: _Estimate(uncounted=max(1, set_up_batches)) for size in self.sizes}
         # index of the cap in sizes: it starts at 4 (or the bound), a size no model is far off
         # at (a CNN on a CPU is at its best around it), and climbs from there both ways
         self._at = max(i for i, size in enumerate(self.sizes) if size <= START_SIZE)
@@ -94,11 +98,11 @@ class BatchSizer:
         if estimate is None or size < 1 or seconds < 0:
             return self.cap
         per_item = seconds / size
-        if not estimate.warmed:
+        if estimate.uncounted:
             # the first batch of a size sets up the model's kernels for that shape (oneDNN
             # primitives, allocations): EfficientNet-Lite0 took 1.35-1.38x its later batches'
             # time on it at batch 1, 2 and 4 here; counted, it made a size look dearer than it is
-            estimate.warmed = True
+            estimate.uncounted -= 1
             if not self._clear_win(size, per_item):
                 return self.cap
             # cheaper by far even with its set-up: counted, and that size needs no more

@@ -151,7 +151,8 @@ class Worker:
 
     def _new_lane(self, topic: str) -> _Lane:
         s = self.settings
-        sizer = BatchSizer(s.max_batch_size, s.latency_slo_ms) if s.batching == "adaptive" else None
+        sizer = (BatchSizer(s.max_batch_size, s.latency_slo_ms, set_up_batches=self.runner.streams)
+                 if s.batching == "adaptive" else None)
         batcher: Batcher[WorkItem] = Batcher(
             sizer.cap if sizer else s.max_batch_size, s.max_batch_bytes, s.max_wait_ms
         )

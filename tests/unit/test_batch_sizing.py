@@ -129,3 +129,18 @@ def test_a_set_up_cost_on_each_new_size_does_not_steer_the_cap() -> None:
     sizer = BatchSizer(32)
     caps = drive(sizer, cost, 100)
     assert set(caps[-50:]) == {8}, caps
+
+
+def test_with_two_model_threads_the_first_batch_of_a_size_on_each_is_not_counted() -> None:
+    # each model thread sets up its own kernels for a shape: two slow first batches of 4
+    # (113-116 ms on each of two threads for EfficientNet-Lite0, then 58-75)
+    sizer = BatchSizer(32, set_up_batches=2)
+    sizer.observe(4, 0.115)
+    sizer.observe(4, 0.113)
+    assert 4 not in sizer.per_item_ms()
+    sizer.observe(4, 0.060)
+    assert sizer.per_item_ms()[4] == pytest.approx(15.0)
+    one = BatchSizer(32)
+    one.observe(4, 0.115)
+    one.observe(4, 0.113)
+    assert one.per_item_ms()[4] == pytest.approx(113 / 4), "with one thread, only its first batch is set-up"
