@@ -9,6 +9,7 @@ model). The best of them is the ceiling a pipeline is held to.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,8 +84,14 @@ def _timed(run: Callable[[T], None], batches: Sequence[T], threads: int, streams
         for batch in batches:
             run(batch)
         return time.perf_counter() - start
+    ready = threading.Barrier(streams)
+
+    def warm_up(batch: T) -> None:  # on every thread of the pool: each sets up its own kernels
+        run(batch)
+        ready.wait()
+
     with ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        list(pool.map(run, [batches[0]] * streams))  # warm-up
+        list(pool.map(warm_up, [batches[0]] * streams))
         start = time.perf_counter()
         list(pool.map(run, batches))
         return time.perf_counter() - start
