@@ -198,6 +198,62 @@ def test_batches_run_in_two_model_threads_at_once_and_their_results_go_out_in_ba
     run(scenario)
 
 
+def test_a_model_thread_whose_batch_waits_on_the_one_before_takes_the_next_batch() -> None:
+    """The first batch is slow; the other model thread runs the second, and then, while the
+    second's results wait for the first's, the third: a thread is free once its batch is out
+    of the model, not once that batch's results are sent."""
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for i in range(16):
+            source.add(txn(i))
+        model = SlowFirst(first_s=0.5)
+        h = Harness(source, sink, model=model, streams=2, max_batch_size=4, max_wait_ms=1, batching="fixed",
+                    queued_batches=4)
+        h.start()
+        await eventually(lambda: len(model.batches) == 3, "three batches beside the slow first one", timeout_s=0.4)
+        assert model.inside == 1 and not sink.sent, "the slow first batch is still in the model"
+        await eventually(lambda: h.committed() == 16, "all committed")
+        await h.finish()
+        assert [decode_result(r.value).event_id for r in sink.on(RESULTS)] == [f"t{i}" for i in range(16)]
+
+    run(scenario)
+
+
+def test_the_next_batch_runs_while_the_one_before_sends_its_results() -> None:
+    """One model thread; handing a batch's outcomes to the producer is held up: the next
+    batch runs in the model meanwhile (its results still go out after the first's)."""
+    async def scenario() -> None:
+        source, sink = MemorySource(), _GatedHandOff()
+        for i in range(8):
+            source.add(txn(i))
+        model = Scorer()
+        h = Harness(source, sink, model=model, max_batch_size=4, max_wait_ms=1, batching="fixed", queued_batches=2)
+        h.start()
+        await eventually(lambda: sink.waiting == 1, "the first batch's hand-off waits")
+        await eventually(lambda: len(model.batches) == 2, "the second batch ran meanwhile", timeout_s=2)
+        sink.gate.set()
+        await eventually(lambda: h.committed() == 8, "all committed")
+        await h.finish()
+        assert model.batches == [4, 4]
+        assert [decode_result(r.value).event_id for r in sink.on(RESULTS)] == [f"t{i}" for i in range(8)]
+
+    run(scenario)
+
+
+class _GatedHandOff(MemorySink):
+    """A producer hand-off that waits for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().send_many(records)
+
+
 def test_an_early_dead_letter_acked_alone_does_not_commit_past_unacked_results() -> None:
     async def scenario() -> None:
         source, sink = MemorySource(), MemorySink()
@@ -851,8 +907,10 @@ def test_adaptive_batching_counts_the_work_around_the_model_not_the_model_alone(
 
 def test_batches_closed_at_a_size_found_dearer_are_cut_to_the_new_cap_before_they_run() -> None:
     """A model dearer per item the larger its batch (a CNN on a CPU): the probe of batch 8
-    runs its set-up batch and its two samples; the batches of 8 closed meanwhile and still
-    waiting are cut to the smaller cap, not run at 8. Every input still gets one result."""
+    runs its set-up batch and its two samples, and the batch that took the model thread as
+    the last sample left it (before that sample's time was in); the batches of 8 closed
+    meanwhile and still waiting are cut to the smaller cap, not run at 8. Every input still
+    gets one result."""
 
     async def scenario() -> None:
         source, sink = MemorySource(), MemorySink()
@@ -863,7 +921,7 @@ def test_batches_closed_at_a_size_found_dearer_are_cut_to_the_new_cap_before_the
         h.start()
         await eventually(lambda: h.committed() == 400, "the backlog drains")
         await h.finish()
-        assert model.batches.count(8) == 3, model.batches  # set-up + two samples, nothing queued
+        assert model.batches.count(8) == 4, model.batches  # set-up, two samples, the one started: nothing queued
         assert model.batches[-1] <= 2, model.batches  # and it settles on the cheap sizes
         assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(400))
 
