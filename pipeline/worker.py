@@ -100,6 +100,9 @@ class _Lane:
     # it has (``Worker._process``)
     running: list[asyncio.Future[None]] = field(default_factory=list)
     ahead: _Ahead | None = None  # a closed batch taken from the queue, being prepared, not started yet
+    # the infer loop waits on the queue: a batch its get took may not be in ``ahead`` yet,
+    # so a batch leaving its thread takes nothing from the queue (it would go out first)
+    taking: bool = False
 
     def idle(self) -> bool:
         """A model thread of the lane is free, and no closed batch waits for one."""
@@ -412,7 +415,7 @@ class Worker:
                     # frames, every model thread busy: the next closed batch is decoded and
                     # preprocessed on the runner's pool meanwhile (overlap, not reordering: it
                     # reaches the model, and its results the producer, after those before it)
-                    lane.ahead = await self._take_ahead(lane)
+                    await self._take_ahead(lane)
                 else:
                     await self._until_model_freed(lane)
         finally:
@@ -437,7 +440,7 @@ class Worker:
         counting a thread busy until its batch's results were out, 9-17% of the time."""
         while lane.model_free() and len(lane.running) < 2 * lane.streams:
             if lane.ahead is None:
-                if lane.queue.empty():
+                if lane.queue.empty() or lane.taking:
                     return True
                 batch, closed_ms = lane.queue.get_nowait()
                 lane.ahead = _Ahead(batch, closed_ms, self._prepare(lane, batch))
@@ -481,20 +484,23 @@ class Worker:
             freed.cancel()
             lane.model_freed = None
 
-    async def _take_ahead(self, lane: _Lane) -> _Ahead | None:
-        """The next closed batch of ``lane``, started on its preparation, if one comes before
-        a model thread frees or the oldest batch under way ends; None if one of those comes
-        first (or a batch leaving its thread took it)."""
+    async def _take_ahead(self, lane: _Lane) -> None:
+        """The next closed batch of ``lane`` into ``lane.ahead``, started on its preparation,
+        if one comes before a model thread frees or the oldest batch under way ends; nothing
+        if one of those comes first."""
         getter = asyncio.ensure_future(lane.queue.get())
-        if lane.running:
-            await self._until_model_freed(lane, getter)
-        else:
-            await asyncio.wait([getter])
-        if not getter.done():
-            getter.cancel()  # a cancelled Queue.get takes nothing from the queue
-            return None
-        batch, closed_ms = getter.result()
-        return _Ahead(batch, closed_ms, self._prepare(lane, batch))
+        lane.taking = True
+        try:
+            if lane.running:
+                await self._until_model_freed(lane, getter)
+            else:
+                await asyncio.wait([getter])
+            if getter.done():
+                batch, closed_ms = getter.result()
+                lane.ahead = _Ahead(batch, closed_ms, self._prepare(lane, batch))
+        finally:
+            getter.cancel()  # a no-op once done; a cancelled Queue.get takes nothing from the queue
+            lane.taking = False
 
     async def _process(self, ahead: _Ahead, lane: _Lane, before: asyncio.Future[None] | None = None) -> None:
         """Run one batch and send its outcomes, after ``before`` (the lane's batch before it,

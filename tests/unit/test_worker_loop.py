@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -236,6 +237,55 @@ def test_the_next_batch_runs_while_the_one_before_sends_its_results() -> None:
         await h.finish()
         assert model.batches == [4, 4]
         assert [decode_result(r.value).event_id for r in sink.on(RESULTS)] == [f"t{i}" for i in range(8)]
+
+    run(scenario)
+
+
+class JitteryScorer(Scorer):
+    """Each batch takes a random 0-4 ms (seeded): batches end out of order on two threads."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            delay = self.random.random() * 0.004
+        time.sleep(delay)
+        with self.lock:
+            self.batches.append(len(batch))
+        return batch
+
+
+@pytest.mark.parametrize(("streams", "prepared_ahead"), [(1, False), (2, False), (1, True)])
+def test_results_keep_input_order_while_records_trickle_in_and_batches_end_out_of_order(
+        streams: int, prepared_ahead: bool) -> None:
+    """Records arrive a few at a time (the queue runs empty and fills again, so batches are
+    taken both by the infer loop and by batches leaving their threads); batches take random
+    times; ``prepared_ahead``: the next batch is taken and preprocessed on the pool while
+    the model runs one (as frames are). Every partition's results still go out in offset
+    order."""
+    N = 2000
+
+    async def scenario() -> None:
+        source, sink = MemorySource(partitions=2), MemorySink()
+        model = JitteryScorer(seed=streams)
+        model.preprocess_in_pool = prepared_ahead  # type: ignore[attr-defined]
+        h = Harness(source, sink, model=model, streams=streams, max_batch_size=2, max_wait_ms=1, batching="fixed",
+                    queued_batches=2)
+        h.start()
+        feed = random.Random(7)
+        for i in range(N):
+            source.add(txn(i, amount=1.0), partition=i % 2)  # none of the amounts the scorer fails on
+            if feed.random() < 0.15:
+                await asyncio.sleep(feed.random() * 0.004)
+        await eventually(lambda: h.committed(0) + h.committed(1) == N, "all committed", timeout_s=60)
+        await h.finish()
+        for partition in (0, 1):
+            ids = [int(decode_result(r.value).event_id[1:]) for r in sink.on(RESULTS)
+                   if decode_result(r.value).input.partition == partition]
+            assert ids == list(range(partition, N, 2)), f"partition {partition} out of order"
 
     run(scenario)
 
