@@ -207,11 +207,11 @@ def test_a_model_thread_whose_batch_waits_on_the_one_before_takes_the_next_batch
         source, sink = MemorySource(), MemorySink()
         for i in range(16):
             source.add(txn(i))
-        model = SlowFirst(first_s=0.5)
+        model = SlowFirst(first_s=2.0)  # long enough that a busy CI machine runs three 10 ms batches meanwhile
         h = Harness(source, sink, model=model, streams=2, max_batch_size=4, max_wait_ms=1, batching="fixed",
                     queued_batches=4)
         h.start()
-        await eventually(lambda: len(model.batches) == 3, "three batches beside the slow first one", timeout_s=0.4)
+        await eventually(lambda: len(model.batches) == 3, "three batches beside the slow first one", timeout_s=1.5)
         assert model.inside == 1 and not sink.sent, "the slow first batch is still in the model"
         await eventually(lambda: h.committed() == 16, "all committed")
         await h.finish()
