@@ -127,7 +127,7 @@ class KafkaSource:
         comes first: a lane's partitions come back as soon as it has room, not a poll later.
         Waiting the poll out (up to 100 ms while nothing came for the unpaused ones), a
         worker reading 30,000 transactions/s beside an idle frames topic fell 3-6 s behind
-        within 8 s (one-offs of 2026-12-07; with this wait, p99 11-15 ms to the worker)."""
+        within 8 s (one-offs of 2026-12-07; with this wait, p99 11-20 ms to the worker)."""
         self._resumed.clear()
         fetch = asyncio.ensure_future(
             self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records))
