@@ -2,21 +2,22 @@
 
 A CNN on a CPU runs fastest per frame at batch 1 to 4 and slower beyond; a GPU or a
 small MLP keeps getting cheaper per item up to large batches. So the cap is measured,
-not assumed: every batch reports its size and how long its lane took on it (the model,
-and the work per batch around it: building results, the produce request), the sizer
-keeps a moving average of the cost per item for each size it has seen (powers of two
-up to ``max_batch_size``, and that bound itself), and the cap is the size with the
-lowest cost per item. It starts at 4 and climbs the hill both ways: a neighbour of the
-cap (twice or half its size) that was never measured is tried as soon as the cap has its
-samples (fewer for a size never measured, so that a worker started on a backlog gets there
-in a few dozen batches; one whose very first batch, set-up and all, is cheaper per item by
-far settles on it), and the cap moves to whichever is cheaper; once both neighbours
-are known, one of them is tried again now and then, since the machine (other lanes,
-other processes) changes under it. Only full batches say much about a
-size, so only batches whose size is one of the candidates are counted, and not the first
-of each size on each model thread: it pays for setting up the model's kernels for that
-shape. When the cap comes down, the worker cuts the batches already closed at the old cap to the new one
-(``Batcher.resize``, ``batcher.split``).
+not assumed: every batch reports its size and how long it took (``Worker._learn`` says
+what is timed), the sizer keeps a moving average of the cost per item for each size it
+has seen (powers of two up to ``max_batch_size``, and that bound itself), and the cap is
+the size with the lowest cost per item. It starts at 4, or at the cheapest of the sizes
+the worker warmed its model threads up on before reading (``warmed``), and climbs the
+hill both ways: a neighbour of the cap (twice or half its size) that was never measured
+is tried as soon as the cap has its samples (fewer for a size never measured, so that a
+worker started on a backlog gets there in a few dozen batches; one whose very first
+batch, set-up and all, is cheaper per item by far settles on it, and one batch dearer by
+far ends the try), and the cap moves to whichever is cheaper; once both neighbours are
+known, one of them is tried again now and then, since the machine (other lanes, other
+processes) changes under it. Only full batches say much about a size, so only batches
+whose size is one of the candidates are counted, and not the first of each size on each
+model thread unless the worker warmed it up: it pays for setting up the model's kernels
+for that shape. When the cap comes down, the worker cuts the batches already closed at
+the old cap to the new one (``Batcher.resize``, ``batcher.split``).
 
 Under a latency SLO the cap is also no larger than the biggest size whose batch fits in
 half of it: an item can wait for one batch already in the model and then run in its
@@ -41,6 +42,7 @@ class _Estimate:
 
 START_SIZE = 4
 CLEAR_WIN = 0.3  # a probe's first batch this much cheaper per item than the cap settles it
+CLEAR_LOSS = 0.3  # a probe's counted batch this much dearer per item than the cap ends it
 
 
 class BatchSizer:
@@ -88,6 +90,22 @@ class BatchSizer:
     def cap(self) -> int:
         return self.sizes[self._probe if self._probe is not None else self._at]
 
+    def warmed(self, per_item_s: dict[int, float]) -> None:
+        """The lane's model threads have run these sizes already (``Runner.warm_up``), with
+        the seconds per item each took (0: not timed): their first live batches are counted,
+        and the cap starts at the cheapest of them whose batch fits in half the SLO (the
+        smallest if none does); its neighbours are then tried on live batches as usual. Only
+        the start comes from these timings: they are of the model on an example input, not
+        of the lane's whole work on a batch, so no size is settled by them."""
+        for size in per_item_s:
+            if size in self._estimates:
+                self._estimates[size].uncounted = 0
+        known = {size: s for size, s in per_item_s.items() if size in self._estimates and s > 0}
+        if known and self._probe is None and not any(e.samples for e in self._estimates.values()):
+            fitting = [size for size, s in known.items() if not self.slo_s or s * size <= self.slo_s / 2]
+            start = min(fitting, key=known.__getitem__) if fitting else min(known)
+            self._at = self.sizes.index(start)
+
     def per_item_ms(self) -> dict[int, float]:
         """The measured cost per item of each size tried so far."""
         return {s: round(e.per_item_s * 1000, 4) for s, e in self._estimates.items() if e.samples}
@@ -113,6 +131,10 @@ class BatchSizer:
         else:
             estimate.per_item_s += self._smoothing * (per_item - estimate.per_item_s)
         estimate.samples += 1
+        if self._clear_loss(size, per_item):
+            # dearer by far: no more batches of it (for frames on a CPU, batch 8 took about
+            # twice batch 2's time per frame; each of a probe's batches cost that much)
+            estimate.settled = estimate.ever_settled = True
         self._since_explore += 1
         self._decide()
         return self.cap
@@ -125,6 +147,14 @@ class BatchSizer:
             return False
         at = self._estimates[self.sizes[self._at]]
         return at.settled and per_item_s <= at.per_item_s * (1 - CLEAR_WIN)
+
+    def _clear_loss(self, size: int, per_item_s: float) -> bool:
+        """Whether a counted batch of the size being tried was dearer per item than the
+        cap by more than ``CLEAR_LOSS``."""
+        if self._probe is None or self.sizes[self._probe] != size:
+            return False
+        at = self._estimates[self.sizes[self._at]]
+        return at.settled and per_item_s >= at.per_item_s * (1 + CLEAR_LOSS)
 
     def _settled(self, index: int) -> bool:
         estimate = self._estimates[self.sizes[index]]

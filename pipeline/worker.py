@@ -37,7 +37,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.source import InputRecord, Source
-from pipeline.batch_sizing import BatchSizer
+from pipeline.batch_sizing import START_SIZE, BatchSizer
 from pipeline.batcher import Batch, Batcher, split
 from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
 from pipeline.config import WorkerSettings
@@ -76,7 +76,10 @@ class _Ahead:
     batch: Batch[WorkItem]
     closed_ms: int
     prepared: asyncio.Future[Prepared] | None
-    in_model: bool = False  # counted in its lane's ``in_model``
+    in_model: bool = False  # among its lane's ``in_model``
+    # ran beside a batch of another size in the lane's other model threads: its time says
+    # little about its size (``_Lane.enter_model``)
+    mixed: bool = False
 
 
 @dataclass
@@ -90,7 +93,8 @@ class _Lane:
     # partitions are paused, so the other lanes go on reading
     held: list[tuple[Batch[WorkItem], int]] = field(default_factory=list)
     streams: int = 1  # batches of this lane its model runs at once (the runner's model threads per lane)
-    in_model: int = 0  # batches of this lane in its model threads (not those only sending their results)
+    # batches of this lane in its model threads (not those only sending their results)
+    in_model: list[_Ahead] = field(default_factory=list)
     # done when a batch leaves a model thread (a new one each time the infer loop waits):
     # the loop starts the next one then, not once the batch's results are out (they wait
     # for those of the batch before)
@@ -109,17 +113,27 @@ class _Lane:
         return self.model_free() and not self.held and self.queue.empty()
 
     def model_free(self) -> bool:
-        return self.in_model < self.streams
+        return len(self.in_model) < self.streams
 
     def enter_model(self, ahead: _Ahead) -> None:
+        """``ahead``'s batch into a model thread. It and any batch of another size in the
+        others are marked mixed: model threads share the CPU's caches, and a batch's time
+        depends on what runs beside it (EfficientNet-Lite0 on two threads here: a batch of 4
+        took 39-47 ms beside batches of 2, and about 61 ms beside batches of 4, where two
+        batches of 2 took 22 ms; timed beside each other, 4 looked as cheap per frame as 2,
+        while windows of 4 drained at 120-134 frames/s against 166-181 for windows of 2)."""
+        size = len(ahead.batch.items)
+        for other in self.in_model:
+            if len(other.batch.items) != size:
+                other.mixed = ahead.mixed = True
         ahead.in_model = True
-        self.in_model += 1
+        self.in_model.append(ahead)
 
     def leave_model(self, ahead: _Ahead) -> None:
         """``ahead``'s batch is out of the model (once; again is a no-op)."""
         if ahead.in_model:
             ahead.in_model = False
-            self.in_model -= 1
+            self.in_model.remove(ahead)
             if self.model_freed is not None and not self.model_freed.done():
                 self.model_freed.set_result(None)
 
@@ -194,6 +208,7 @@ class Worker:
         """
         self.runner.start()
         try:
+            await self._warm_up()
             if self._sink is not None and not await self._start_client(self._sink.start, self._sink.stop, stop):
                 return self.stats
             try:
@@ -218,6 +233,28 @@ class Worker:
             self.runner.stop()
         log.info("worker %s stopped: %s", self.settings.worker_id, self.stats.as_dict())
         return self.stats
+
+    async def _warm_up(self) -> None:
+        """Each lane's model threads set up the sizes its first batches take, before the
+        worker joins its group (``Runner.warm_up``): a record's first batch is not the one
+        that pays for it. With adaptive batching, the lane's sizer counts those sizes' live
+        batches from the first and starts its cap at the cheapest of them, given a single
+        model (a lane of a worker with both runs whichever kind its topic carries)."""
+        started = time.perf_counter()
+        lanes = list(self._lanes.values())
+        timings = await asyncio.gather(*(self.runner.warm_up(lane.topic, _warm_up_sizes(lane, self.settings))
+                                         for lane in lanes))
+        for lane, per_kind in zip(lanes, timings, strict=True):
+            if lane.sizer is not None and per_kind:
+                sizes = set.intersection(*(set(t) for t in per_kind.values()))
+                lane.sizer.warmed({size: per_kind[kind][size] for kind in per_kind for size in sizes}
+                                  if len(per_kind) == 1 else dict.fromkeys(sizes, 0.0))
+                lane.batcher.max_batch_size = lane.sizer.cap
+        if any(timings):
+            lines = [f"{lane.topic} {kind} " + ", ".join(f"{size}: {s * 1000:.2f}" for size, s in sizes.items())
+                     for lane, per_kind in zip(lanes, timings, strict=True) for kind, sizes in per_kind.items()]
+            log.info("warmed up in %.2f s (ms an item by batch size): %s", time.perf_counter() - started,
+                     "; ".join(lines))
 
     async def _start_client(self, start: Callable[[], Awaitable[None]], stop_client: Callable[[], Awaitable[None]],
                             stop: asyncio.Event) -> bool:
@@ -519,7 +556,7 @@ class Worker:
             started = time.perf_counter()  # the lane's time on this batch, for adaptive batching (_learn)
             stale = self._stale_frames(live, wall_ms())
             decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
-            inferences = await self._infer(lane, decoded, ahead.prepared) if decoded else []
+            inferences, in_thread_s = await self._infer(lane, decoded, ahead.prepared) if decoded else ([], 0.0)
         finally:
             lane.leave_model(ahead)
         self._start_ready(lane)  # the next batch into the thread this one left, before its results
@@ -537,12 +574,12 @@ class Worker:
         else:
             outcomes = self._outcomes_of(live, iter(inferences), stale, closed_ms, produced_ms, batch_size)
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
-            self._learn(lane, batch_size, time.perf_counter() - started - waited)
+            self._learn(lane, ahead, batch_size, time.perf_counter() - started - waited, in_thread_s)
             await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
             return
         sent_at = time.perf_counter()
         deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
-        self._learn(lane, batch_size, time.perf_counter() - started - waited)
+        self._learn(lane, ahead, batch_size, time.perf_counter() - started - waited, in_thread_s)
         await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
 
     def _results(self, items: tuple[WorkItem, ...], inferences: list[Inference], closed_ms: int,
@@ -588,17 +625,29 @@ class Worker:
                 e2e.observe((produced_ms - event.event_time_ms) / 1000)
         return outcomes
 
-    def _learn(self, lane: _Lane, size: int, seconds: float) -> None:
+    def _learn(self, lane: _Lane, ahead: _Ahead, size: int, lane_s: float, in_thread_s: float) -> None:
         """Adaptive batching: the lane's sizer learns from the time its batch of ``size``
-        took, from the model being free for it to its outcomes handed to the producer: the
-        model, and the work per batch around it (results, the produce request). Timed on
-        the model alone, the transaction MLP looked about as cheap per item at 64 as at 256
-        (flat, then noisy), and adaptive drains ran at 0.80-0.85x of fixed windows of 256
-        (30.4k and 32.2k against 35.6k and 37.9k transactions/s, the suite's run of
-        27e1123), whose work outside the model is spread over more items."""
+        took. With one model thread, ``lane_s``: from the model being free for it to its
+        outcomes handed to the producer, the model and the work per batch around it (results,
+        the produce request). Timed on the model alone, the transaction MLP looked about as
+        cheap per item at 64 as at 256 (flat, then noisy), and adaptive drains ran at
+        0.80-0.85x of fixed windows of 256 (30.4k and 32.2k against 35.6k and 37.9k
+        transactions/s, the suite's run of 27e1123), whose work outside the model is spread
+        over more items. With several, ``in_thread_s``, the batch's time in its model thread:
+        the rest overlaps the next batch in that thread (``_start_ready``), and the threads
+        bound the lane. Timed as one thread's, batches of 2 frames of EfficientNet-Lite0 cost
+        13.6-15.6 ms a frame against 11 in the model, and 4 looked the cheaper (10-11), while
+        windows of 4 drained at 120-134 frames/s against 166-181 for windows of 2. Not a
+        batch that ran beside one of another size (``_Lane.enter_model``)."""
+        if ahead.mixed:
+            return
+        seconds = lane_s if lane.streams == 1 else in_thread_s
         if lane.sizer is None or size < 1:
             return
         cap = lane.sizer.observe(size, seconds)
+        if cap != lane.batcher.max_batch_size:
+            log.debug("lane %s: batch cap %d -> %d (ms an item by size: %s)", lane.topic,
+                      lane.batcher.max_batch_size, cap, lane.sizer.per_item_ms())
         if cap < lane.batcher.max_batch_size:
             self._recut(lane, cap)
         lane.batcher.max_batch_size = cap
@@ -607,19 +656,19 @@ class Worker:
         return self.end_to_end.get(kind) or self.end_to_end.setdefault(kind, Histogram())
 
     async def _infer(self, lane: _Lane, items: list[WorkItem],
-                     prepared: asyncio.Future[Prepared] | None) -> list[Inference]:
+                     prepared: asyncio.Future[Prepared] | None) -> tuple[list[Inference], float]:
         """Run ``items`` on the lane's model thread (their batch ``prepared`` ahead, or
-        preprocessed there)."""
+        preprocessed there); and the seconds that took in the thread."""
         events: list[Frame | Transaction] = [it.event for it in items]  # type: ignore[misc]
         ready = await prepared if prepared is not None else None
-        started = time.perf_counter()
         if ready is None:
-            inferences = await self.runner.run(events, lane.topic)
+            inferences, seconds = await self.runner.run_timed(events, lane.topic)
         else:  # the items still to run (not revoked nor stale since) among those prepared
             at = {id(event): i for i, event in enumerate(ready.items)}
-            inferences = await self.runner.infer(ready.select([at[id(event)] for event in events]), lane.topic)
-        self._lane_metrics[lane.topic].inference_s.observe(time.perf_counter() - started)
-        return inferences
+            inferences, seconds = await self.runner.infer_timed(ready.select([at[id(event)] for event in events]),
+                                                                lane.topic)
+        self._lane_metrics[lane.topic].inference_s.observe(seconds)
+        return inferences, seconds
 
     def _recut(self, lane: _Lane, cap: int) -> None:
         """The cap came down (a probe of a larger size is over, or a smaller one starts):
@@ -825,6 +874,12 @@ def _as_worker_exit(exc: BaseException) -> WorkerExit:
     if isinstance(exc, WorkerExit):
         return exc
     return WorkerExit(f"rebalance callback failed: {describe(exc)}")
+
+
+def _warm_up_sizes(lane: _Lane, settings: WorkerSettings) -> list[int]:
+    """The sizes a lane's first batches take: the sizer's start and the sizes either side."""
+    sizes = lane.sizer.sizes if lane.sizer is not None else BatchSizer(settings.max_batch_size).sizes
+    return [s for s in sizes if s <= 2 * START_SIZE]
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

@@ -513,3 +513,78 @@ def test_efficientnet_folded_for_inference_computes_what_the_library_model_does(
     assert labels == ["Egyptian cat", "espresso"]
     with pytest.raises(ValueError):
         fold_for_inference(EfficientNet.from_name("efficientnet-lite0"))  # still in training mode
+
+
+class _Warmable:
+    """A model with an example input, recording on which thread each forward ran, at what size."""
+
+    name, version, kind, output_fields = "warmable", "1", "transaction", ("score",)
+
+    def __init__(self, fails_at: int = 0) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.fails_at = fails_at
+        self._lock = threading.Lock()
+
+    def to(self, device: torch.device) -> None:
+        pass
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, 1)
+
+    def preprocess(self, item: Frame | Transaction) -> torch.Tensor:
+        return torch.zeros(1)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            self.calls.append((threading.get_ident(), len(batch)))
+        if len(batch) == self.fails_at:
+            raise RuntimeError("no batch of that size")
+        time.sleep(0.001 * len(batch))
+        return batch
+
+    def postprocess(self, output: torch.Tensor) -> Sequence[dict[str, Any]]:
+        return [{"score": 0.0} for _ in range(len(output))]
+
+
+def test_warm_up_runs_every_size_on_every_model_thread_of_the_lane_and_times_it() -> None:
+    model = _Warmable()
+    runner = Runner({"transaction": model}, CPU, streams=2)
+    runner.start()
+    try:
+        timings = asyncio.run(runner.warm_up("txns", [1, 2, 4]))
+    finally:
+        runner.stop()
+    for size in (1, 2, 4):
+        threads = [thread for thread, n in model.calls if n == size]
+        assert len(threads) == 6 and len(set(threads)) == 2, model.calls  # two set-up runs and one timed, each thread
+    assert set(timings) == {"transaction"} and set(timings["transaction"]) == {1, 2, 4}
+    assert all(0.0009 < s < 0.5 for s in timings["transaction"].values()), timings  # seconds an item
+
+
+def test_a_size_a_model_fails_to_warm_up_on_is_left_out_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    model = _Warmable(fails_at=4)
+    runner = Runner({"transaction": model}, CPU)
+    runner.start()
+    try:
+        with caplog.at_level("WARNING", logger="streaminfer.runner"):
+            timings = asyncio.run(runner.warm_up("txns", [1, 2, 4, 8]))
+    finally:
+        runner.stop()
+    assert set(timings["transaction"]) == {1, 2, 8}
+    assert "failed to warm up at batch 4" in caplog.text
+
+
+class _NoExample(_Warmable):
+    def example_input(self) -> torch.Tensor | None:  # type: ignore[override]
+        return None  # as TorchModule's default: the module runs eager
+
+
+def test_a_model_without_an_example_input_is_not_warmed_up() -> None:
+    model = _NoExample()
+    runner = Runner({"transaction": model}, CPU)
+    runner.start()
+    try:
+        assert asyncio.run(runner.warm_up("txns", [1, 2])) == {}
+        assert not model.calls
+    finally:
+        runner.stop()

@@ -18,12 +18,12 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 
 from consumers.source import InputRecord
 from consumers.testing import MemorySource
-from pipeline.batcher import Batch, CloseReason
+from pipeline.batcher import Batch, Batcher, CloseReason
 from pipeline.config import WorkerSettings
 from pipeline.exceptions import BrokerUnavailable, ClusterChanged
 from pipeline.inflight import WorkItem
 from pipeline.runner import Runner
-from pipeline.worker import Worker, WorkerStats
+from pipeline.worker import Worker, WorkerStats, _Ahead, _Lane
 from producers.sinks import Delivery, OutRecord
 from producers.testing import MemorySink, MemoryTransactions
 from schemas import JSON, Transaction, encode
@@ -955,10 +955,90 @@ def test_adaptive_batching_counts_the_work_around_the_model_not_the_model_alone(
     run(scenario)
 
 
+class _HandOffTaking(MemorySink):
+    """A producer hand-off with a fixed cost per batch of ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
+        await asyncio.sleep(self.seconds)
+        return await super().send_many(records)
+
+
+def test_with_two_model_threads_the_cap_comes_from_the_batches_time_in_their_threads() -> None:
+    """Two model threads, a model dearer per item the larger its batch (0.5 ms x size an
+    item), and a hand-off to the producer of a fixed 6 ms a batch. The hand-off overlaps the
+    next batch in the thread, so the threads bound the lane and the cap settles on the
+    small sizes. Timed from the model to the producer, as for one thread, batch 4 looked
+    the cheapest ((8 + 6) / 4 = 3.5 ms an item, against 6.5 at batch 1)."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), _HandOffTaking(0.006)
+        for i in range(200):
+            source.add(txn(i))
+        model = Scorer(per_item_per_item_s=0.0005)
+        h = Harness(source, sink, model=model, streams=2, max_batch_size=8, max_wait_ms=10_000, queued_batches=4)
+        h.start()
+        await eventually(lambda: h.committed() == 200, "the backlog drains")
+        await h.finish()
+        assert h.worker.lane_cap("in") <= 2, model.batches
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(200))
+
+    run(scenario)
+
+
+def test_a_batch_in_a_model_thread_beside_one_of_another_size_is_marked_mixed() -> None:
+    """Model threads share the CPU's caches: a batch's time beside one of another size says
+    little about its own size, and the sizer is not told it."""
+    def ahead(size: int) -> _Ahead:
+        return _Ahead(Batch(tuple(range(size)), size, 0.0, 0.0, CloseReason.SIZE), 0, None)  # type: ignore[arg-type]
+
+    lane = _Lane("in", Batcher(8, 1 << 20, 10), asyncio.Queue(), streams=2)
+    first, second, third = ahead(4), ahead(4), ahead(2)
+    lane.enter_model(first)
+    lane.enter_model(second)
+    assert not first.mixed and not second.mixed and not lane.model_free()
+    lane.leave_model(first)
+    assert lane.model_free()
+    lane.enter_model(third)
+    assert third.mixed and second.mixed and not first.mixed
+
+
+class _Warmable(Scorer):
+    """A Scorer with an example input: the worker warms it up before reading."""
+
+    def example_input(self) -> torch.Tensor:
+        return torch.tensor([[1.0]], dtype=torch.float64)
+
+
+def test_the_worker_warms_its_model_up_before_reading_and_starts_the_cap_at_the_cheapest_size() -> None:
+    """Cheapest per item at batch 1 (dearer per item the larger): warmed up at 1, 2, 4 and
+    8 before a record is read, the cap starts at 1, not at 4."""
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        model = _Warmable(per_item_per_item_s=0.001)
+        h = Harness(source, sink, model=model, max_batch_size=32, max_wait_ms=10_000)
+        h.start()
+        await eventually(lambda: source.started, "the source started")
+        assert sorted(model.batches) == sorted([1, 2, 4, 8] * 3), model.batches  # before it
+        assert h.worker.lane_cap("in") == 1
+        for i in range(8):
+            source.add(txn(i))
+        await eventually(lambda: h.committed() == 8, "all committed")
+        await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(8))
+
+    run(scenario)
+
+
 def test_batches_closed_at_a_size_found_dearer_are_cut_to_the_new_cap_before_they_run() -> None:
     """A model dearer per item the larger its batch (a CNN on a CPU): the probe of batch 8
-    runs its set-up batch and its two samples, and the batch that took the model thread as
-    the last sample left it (before that sample's time was in); the batches of 8 closed
+    runs its set-up batch and one sample, twice as dear per item as batch 4 (that ends the
+    try), and the batch that took the model thread as the sample left it (before that
+    sample's time was in); the batches of 8 closed
     meanwhile and still waiting are cut to the smaller cap, not run at 8. Every input still
     gets one result."""
 
@@ -971,7 +1051,7 @@ def test_batches_closed_at_a_size_found_dearer_are_cut_to_the_new_cap_before_the
         h.start()
         await eventually(lambda: h.committed() == 400, "the backlog drains")
         await h.finish()
-        assert model.batches.count(8) == 4, model.batches  # set-up, two samples, the one started: nothing queued
+        assert model.batches.count(8) == 3, model.batches  # set-up, one sample, the one started: nothing queued
         assert model.batches[-1] <= 2, model.batches  # and it settles on the cheap sizes
         assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(400))
 
