@@ -139,6 +139,23 @@ class BatchSizer:
         self._decide()
         return self.cap
 
+    def observe_beside(self, size: int, seconds: float) -> int:
+        """A batch that ran beside batches of other sizes (model threads share the caches):
+        its time is not counted, but a try of its size ends on it if it was dearer per item
+        than the cap by more than twice ``CLEAR_LOSS`` (a probe of batch 8 frames took 158
+        ms, 20 ms a frame against 8.7 at the cap of 4; the batches of 8 closed before a
+        clean one came back ran at that cost too). Returns the cap."""
+        index = self._probe
+        if index is None or self.sizes[index] != size or size < 1 or seconds < 0:
+            return self.cap
+        at = self._estimates[self.sizes[self._at]]
+        if at.settled and seconds / size >= at.per_item_s * (1 + 2 * CLEAR_LOSS):
+            estimate = self._estimates[size]
+            estimate.per_item_s, estimate.samples = seconds / size, 1
+            estimate.settled = estimate.ever_settled = True
+            self._decide()
+        return self.cap
+
     def _clear_win(self, size: int, per_item_s: float) -> bool:
         """Whether the first batch of the size being tried was, set-up and all, cheaper per
         item than the cap by more than ``CLEAR_WIN`` (doubling a batch whose time is mostly

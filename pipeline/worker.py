@@ -121,7 +121,7 @@ class _Lane:
         depends on what runs beside it (EfficientNet-Lite0 on two threads here: a batch of 4
         took 39-47 ms beside batches of 2, and about 61 ms beside batches of 4, where two
         batches of 2 took 22 ms; timed beside each other, 4 looked as cheap per frame as 2,
-        while windows of 4 drained at 120-134 frames/s against 166-181 for windows of 2)."""
+        while windows of 4 drained at 120-134 frames/s against 165-181 for windows of 2)."""
         size = len(ahead.batch.items)
         for other in self.in_model:
             if len(other.batch.items) != size:
@@ -637,14 +637,13 @@ class Worker:
         the rest overlaps the next batch in that thread (``_start_ready``), and the threads
         bound the lane. Timed as one thread's, batches of 2 frames of EfficientNet-Lite0 cost
         13.6-15.6 ms a frame against 11 in the model, and 4 looked the cheaper (10-11), while
-        windows of 4 drained at 120-134 frames/s against 166-181 for windows of 2. Not a
-        batch that ran beside one of another size (``_Lane.enter_model``)."""
-        if ahead.mixed:
-            return
-        seconds = lane_s if lane.streams == 1 else in_thread_s
+        windows of 4 drained at 120-134 frames/s against 165-181 for windows of 2. A batch
+        that ran beside one of another size (``_Lane.enter_model``) only ends a try of its
+        size that it shows to be far dearer (``BatchSizer.observe_beside``)."""
         if lane.sizer is None or size < 1:
             return
-        cap = lane.sizer.observe(size, seconds)
+        seconds = lane_s if lane.streams == 1 else in_thread_s
+        cap = lane.sizer.observe_beside(size, seconds) if ahead.mixed else lane.sizer.observe(size, seconds)
         if cap != lane.batcher.max_batch_size:
             log.debug("lane %s: batch cap %d -> %d (ms an item by size: %s)", lane.topic,
                       lane.batcher.max_batch_size, cap, lane.sizer.per_item_ms())

@@ -198,3 +198,16 @@ def test_a_size_tried_that_is_dearer_by_less_than_a_clear_loss_gets_all_its_batc
     per_item = {1: 0.011, 2: 0.010, 4: 0.010, 8: 0.012}  # 20 % dearer: noise could say as much
     caps = drive(sizer, lambda size: per_item[size] * size, 5)
     assert caps[:4] == [4, 8, 8, 2], caps
+
+
+def test_a_batch_beside_other_sizes_ends_a_try_only_when_far_dearer_and_is_not_counted() -> None:
+    sizer = BatchSizer(32, set_up_batches=1)
+    sizer.warmed(dict.fromkeys((1, 2, 4, 8), 0.0))
+    sizer.observe(4, 0.035)
+    assert sizer.observe(4, 0.035) == 8  # 4 settled at 8.75 ms an item: 8 is tried
+    assert sizer.observe_beside(8, 0.100) == 8  # 12.5 ms an item: dearer, not by far; not counted
+    assert 8 not in sizer.per_item_ms()
+    assert sizer.observe_beside(4, 0.01) == 8  # not the size being tried: nothing
+    assert sizer.observe_beside(8, 0.158) == 2  # 19.8 ms an item: the try ends, the other side is next
+    assert sizer.per_item_ms()[8] == pytest.approx(19.75)
+    assert sizer.observe_beside(2, 0.5) == 4  # 250 ms an item: that try ends too, back at the cap
