@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from pipeline.acceleration import Acceleration
+from pipeline.allocator import keep_freed_memory
 from pipeline.models.base import ItemRejected, Model
 from schemas.errors import DecodeError, Reason
 from schemas.models import Frame, InputKind, Transaction, wall_ms
@@ -102,6 +103,7 @@ class Runner:
         self._ceilings: dict[str, int] = {}
 
     def start(self) -> None:
+        keep_freed_memory()  # batches reuse freed activations instead of faulting in fresh pages
         for model in self.models.values():
             model.to(self.device)
             module = getattr(model, "module", None)
