@@ -19,7 +19,6 @@ peak of what its batches used. The model alone of the bench runs with the same s
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("streaminfer.allocator")
@@ -40,10 +39,8 @@ def keep_freed_memory() -> bool:
     if _done is not None:
         return _done
     _done = False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: libc's, no library search
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -28,6 +28,7 @@ and under load batches grow to what arrived meanwhile, up to this cap.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -43,6 +44,18 @@ class _Estimate:
 START_SIZE = 4
 CLEAR_WIN = 0.3  # a probe's first batch this much cheaper per item than the cap settles it
 CLEAR_LOSS = 0.3  # a probe's counted batch this much dearer per item than the cap ends it
+
+
+def candidate_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """The sizes a sizer measures: powers of two under ``max_batch_size``, and that bound."""
+    if max_batch_size < 1:
+        raise ValueError("max_batch_size must be >= 1")
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch_size:
+        sizes.append(max_batch_size)
+    return tuple(sizes)
 
 
 class BatchSizer:
@@ -65,14 +78,7 @@ class BatchSizer:
         ``set_up_batches``: the first batches of each size left uncounted, one per model
         thread of the lane (each thread sets up its own kernels for a shape: EfficientNet-
         Lite0's first batch of 4 took 113-116 ms on each of two threads, the next 58-75)."""
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
-        sizes = [1]
-        while sizes[-1] * 2 < max_batch_size:
-            sizes.append(sizes[-1] * 2)
-        if sizes[-1] != max_batch_size:
-            sizes.append(max_batch_size)
-        self.sizes: tuple[int, ...] = tuple(sizes)
+        self.sizes: tuple[int, ...] = candidate_sizes(max_batch_size)
         self.slo_s = latency_slo_ms / 1000.0
         self._samples = samples
         self._explore_every = explore_every
@@ -90,17 +96,17 @@ class BatchSizer:
     def cap(self) -> int:
         return self.sizes[self._probe if self._probe is not None else self._at]
 
-    def warmed(self, per_item_s: dict[int, float]) -> None:
-        """The lane's model threads have run these sizes already (``Runner.warm_up``), with
-        the seconds per item each took (0: not timed): their first live batches are counted,
-        and the cap starts at the cheapest of them whose batch fits in half the SLO (the
+    def warmed(self, sizes: Iterable[int], per_item_s: Mapping[int, float] | None = None) -> None:
+        """The lane's model threads have run ``sizes`` already (``Runner.warm_up``): their
+        first live batches are counted. Given ``per_item_s`` (the seconds per item each
+        took), the cap starts at the cheapest of them whose batch fits in half the SLO (the
         smallest if none does); its neighbours are then tried on live batches as usual. Only
         the start comes from these timings: they are of the model on an example input, not
         of the lane's whole work on a batch, so no size is settled by them."""
-        for size in per_item_s:
+        for size in sizes:
             if size in self._estimates:
                 self._estimates[size].uncounted = 0
-        known = {size: s for size, s in per_item_s.items() if size in self._estimates and s > 0}
+        known = {size: s for size, s in (per_item_s or {}).items() if size in self._estimates and s > 0}
         if known and self._probe is None and not any(e.samples for e in self._estimates.values()):
             fitting = [size for size, s in known.items() if not self.slo_s or s * size <= self.slo_s / 2]
             start = min(fitting, key=known.__getitem__) if fitting else min(known)
@@ -131,7 +137,7 @@ class BatchSizer:
         else:
             estimate.per_item_s += self._smoothing * (per_item - estimate.per_item_s)
         estimate.samples += 1
-        if self._clear_loss(size, per_item):
+        if self._dearer_than_cap(size, per_item, CLEAR_LOSS):
             # dearer by far: no more batches of it (for frames on a CPU, batch 8 took about
             # twice batch 2's time per frame; each of a probe's batches cost that much)
             estimate.settled = estimate.ever_settled = True
@@ -145,33 +151,33 @@ class BatchSizer:
         than the cap by more than twice ``CLEAR_LOSS`` (a probe of batch 8 frames took 158
         ms, 20 ms a frame against 8.7 at the cap of 4; the batches of 8 closed before a
         clean one came back ran at that cost too). Returns the cap."""
-        index = self._probe
-        if index is None or self.sizes[index] != size or size < 1 or seconds < 0:
+        if size < 1 or seconds < 0 or not self._dearer_than_cap(size, seconds / size, 2 * CLEAR_LOSS):
             return self.cap
-        at = self._estimates[self.sizes[self._at]]
-        if at.settled and seconds / size >= at.per_item_s * (1 + 2 * CLEAR_LOSS):
-            estimate = self._estimates[size]
-            estimate.per_item_s, estimate.samples = seconds / size, 1
-            estimate.settled = estimate.ever_settled = True
-            self._decide()
+        estimate = self._estimates[size]
+        estimate.per_item_s, estimate.samples = seconds / size, 1
+        estimate.settled = estimate.ever_settled = True
+        self._decide()
         return self.cap
 
     def _clear_win(self, size: int, per_item_s: float) -> bool:
         """Whether the first batch of the size being tried was, set-up and all, cheaper per
         item than the cap by more than ``CLEAR_WIN`` (doubling a batch whose time is mostly
         a fixed cost nearly halves it per item)."""
-        if self._probe is None or self.sizes[self._probe] != size:
-            return False
-        at = self._estimates[self.sizes[self._at]]
-        return at.settled and per_item_s <= at.per_item_s * (1 - CLEAR_WIN)
+        at = self._cap_beside_probe(size)
+        return at is not None and per_item_s <= at.per_item_s * (1 - CLEAR_WIN)
 
-    def _clear_loss(self, size: int, per_item_s: float) -> bool:
-        """Whether a counted batch of the size being tried was dearer per item than the
-        cap by more than ``CLEAR_LOSS``."""
+    def _dearer_than_cap(self, size: int, per_item_s: float, by: float) -> bool:
+        """Whether a batch of the size being tried was dearer per item than the cap by more
+        than ``by``."""
+        at = self._cap_beside_probe(size)
+        return at is not None and per_item_s >= at.per_item_s * (1 + by)
+
+    def _cap_beside_probe(self, size: int) -> _Estimate | None:
+        """The cap's estimate, if ``size`` is being tried against it and the cap is settled."""
         if self._probe is None or self.sizes[self._probe] != size:
-            return False
+            return None
         at = self._estimates[self.sizes[self._at]]
-        return at.settled and per_item_s >= at.per_item_s * (1 + CLEAR_LOSS)
+        return at if at.settled else None
 
     def _settled(self, index: int) -> bool:
         estimate = self._estimates[self.sizes[index]]

@@ -37,7 +37,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.source import InputRecord, Source
-from pipeline.batch_sizing import START_SIZE, BatchSizer
+from pipeline.batch_sizing import START_SIZE, BatchSizer, candidate_sizes
 from pipeline.batcher import Batch, Batcher, split
 from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
 from pipeline.config import WorkerSettings
@@ -76,7 +76,6 @@ class _Ahead:
     batch: Batch[WorkItem]
     closed_ms: int
     prepared: asyncio.Future[Prepared] | None
-    in_model: bool = False  # among its lane's ``in_model``
     # ran beside a batch of another size in the lane's other model threads: its time says
     # little about its size (``_Lane.enter_model``)
     mixed: bool = False
@@ -117,22 +116,20 @@ class _Lane:
 
     def enter_model(self, ahead: _Ahead) -> None:
         """``ahead``'s batch into a model thread. It and any batch of another size in the
-        others are marked mixed: model threads share the CPU's caches, and a batch's time
-        depends on what runs beside it (EfficientNet-Lite0 on two threads here: a batch of 4
-        took 39-47 ms beside batches of 2, and about 61 ms beside batches of 4, where two
-        batches of 2 took 22 ms; timed beside each other, 4 looked as cheap per frame as 2,
-        while windows of 4 drained at 120-134 frames/s against 165-181 for windows of 2)."""
+        others are marked mixed: a batch's time depends on what runs beside it
+        (EfficientNet-Lite0 on two threads here, before ``pipeline.allocator``: in adaptive
+        drains that mixed sizes the median batch of 4 took 39-47 ms and of 2, 22; windows of
+        4 alone drained at 120-134 frames/s with both threads 92 % busy, about 55-61 ms a
+        batch, against 165-181 for windows of 2)."""
         size = len(ahead.batch.items)
         for other in self.in_model:
             if len(other.batch.items) != size:
                 other.mixed = ahead.mixed = True
-        ahead.in_model = True
         self.in_model.append(ahead)
 
     def leave_model(self, ahead: _Ahead) -> None:
         """``ahead``'s batch is out of the model (once; again is a no-op)."""
-        if ahead.in_model:
-            ahead.in_model = False
+        if ahead in self.in_model:
             self.in_model.remove(ahead)
             if self.model_freed is not None and not self.model_freed.done():
                 self.model_freed.set_result(None)
@@ -246,9 +243,8 @@ class Worker:
                                          for lane in lanes))
         for lane, per_kind in zip(lanes, timings, strict=True):
             if lane.sizer is not None and per_kind:
-                sizes = set.intersection(*(set(t) for t in per_kind.values()))
-                lane.sizer.warmed({size: per_kind[kind][size] for kind in per_kind for size in sizes}
-                                  if len(per_kind) == 1 else dict.fromkeys(sizes, 0.0))
+                timed = list(per_kind.values())
+                lane.sizer.warmed(set.intersection(*map(set, timed)), timed[0] if len(timed) == 1 else None)
                 lane.batcher.max_batch_size = lane.sizer.cap
         if any(timings):
             lines = [f"{lane.topic} {kind} " + ", ".join(f"{size}: {s * 1000:.2f}" for size, s in sizes.items())
@@ -877,7 +873,7 @@ def _as_worker_exit(exc: BaseException) -> WorkerExit:
 
 def _warm_up_sizes(lane: _Lane, settings: WorkerSettings) -> list[int]:
     """The sizes a lane's first batches take: the sizer's start and the sizes either side."""
-    sizes = lane.sizer.sizes if lane.sizer is not None else BatchSizer(settings.max_batch_size).sizes
+    sizes = lane.sizer.sizes if lane.sizer is not None else candidate_sizes(settings.max_batch_size)
     return [s for s in sizes if s <= 2 * START_SIZE]
 
 

@@ -148,7 +148,8 @@ def test_with_two_model_threads_the_first_batch_of_a_size_on_each_is_not_counted
 
 def test_sizes_warmed_up_count_from_their_first_batch_and_the_cap_starts_at_the_cheapest() -> None:
     sizer = BatchSizer(32, set_up_batches=2)
-    sizer.warmed({1: 0.0096, 2: 0.0084, 4: 0.0135, 8: 0.0203})  # EfficientNet-Lite0 here, s an item
+    timings = {1: 0.0096, 2: 0.0084, 4: 0.0135, 8: 0.0203}  # EfficientNet-Lite0 here, s an item
+    sizer.warmed(timings, timings)
     assert sizer.cap == 2
     sizer.observe(2, 0.022)  # the first live batch of 2: counted, its kernels are set up
     assert sizer.per_item_ms() == {2: pytest.approx(11.0)}
@@ -158,7 +159,7 @@ def test_sizes_warmed_up_count_from_their_first_batch_and_the_cap_starts_at_the_
 
 def test_warmed_sizes_without_timings_only_count_from_their_first_batch() -> None:
     sizer = BatchSizer(32)
-    sizer.warmed(dict.fromkeys((1, 2, 4, 8), 0.0))  # a lane of a worker with two models: no start from them
+    sizer.warmed((1, 2, 4, 8))  # a lane of a worker with two models: no start from them
     assert sizer.cap == 4
     sizer.observe(4, 0.04)
     assert sizer.per_item_ms() == {4: pytest.approx(10.0)}
@@ -167,10 +168,10 @@ def test_warmed_sizes_without_timings_only_count_from_their_first_batch() -> Non
 def test_under_an_slo_the_warmed_start_is_the_cheapest_size_whose_batch_fits_in_half_of_it() -> None:
     timings = {1: 0.0096, 2: 0.0084, 4: 0.0135, 8: 0.0203}
     sizer = BatchSizer(32, latency_slo_ms=30)  # half of it is 15 ms: a batch of 2 takes 16.8
-    sizer.warmed(timings)
+    sizer.warmed(timings, timings)
     assert sizer.cap == 1
     none_fits = BatchSizer(32, latency_slo_ms=10)
-    none_fits.warmed(timings)
+    none_fits.warmed(timings, timings)
     assert none_fits.cap == 1
 
 
@@ -178,13 +179,13 @@ def test_a_warmed_start_does_not_move_a_cap_already_learning() -> None:
     sizer = BatchSizer(32)
     sizer.observe(4, 0.1)  # set-up
     sizer.observe(4, 0.04)
-    sizer.warmed({1: 0.001})
+    sizer.warmed({1}, {1: 0.001})
     assert sizer.cap == 4
 
 
 def test_one_batch_of_a_size_tried_that_is_dearer_by_far_ends_the_try() -> None:
     sizer = BatchSizer(32, set_up_batches=1)
-    sizer.warmed(dict.fromkeys((1, 2, 4, 8), 0.0))
+    sizer.warmed((1, 2, 4, 8))
     per_item = {1: 0.011, 2: 0.010, 4: 0.010, 8: 0.021}  # batch 8: twice the cost of 4 an item
     caps = drive(sizer, lambda size: per_item[size] * size, 6)
     assert caps[:2] == [4, 8], caps  # two samples settle 4, then 8 is tried
@@ -194,7 +195,7 @@ def test_one_batch_of_a_size_tried_that_is_dearer_by_far_ends_the_try() -> None:
 
 def test_a_size_tried_that_is_dearer_by_less_than_a_clear_loss_gets_all_its_batches() -> None:
     sizer = BatchSizer(32, set_up_batches=1)
-    sizer.warmed(dict.fromkeys((1, 2, 4, 8), 0.0))
+    sizer.warmed((1, 2, 4, 8))
     per_item = {1: 0.011, 2: 0.010, 4: 0.010, 8: 0.012}  # 20 % dearer: noise could say as much
     caps = drive(sizer, lambda size: per_item[size] * size, 5)
     assert caps[:4] == [4, 8, 8, 2], caps
@@ -202,7 +203,7 @@ def test_a_size_tried_that_is_dearer_by_less_than_a_clear_loss_gets_all_its_batc
 
 def test_a_batch_beside_other_sizes_ends_a_try_only_when_far_dearer_and_is_not_counted() -> None:
     sizer = BatchSizer(32, set_up_batches=1)
-    sizer.warmed(dict.fromkeys((1, 2, 4, 8), 0.0))
+    sizer.warmed((1, 2, 4, 8))
     sizer.observe(4, 0.035)
     assert sizer.observe(4, 0.035) == 8  # 4 settled at 8.75 ms an item: 8 is tried
     assert sizer.observe_beside(8, 0.100) == 8  # 12.5 ms an item: dearer, not by far; not counted

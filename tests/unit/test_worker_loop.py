@@ -928,8 +928,12 @@ def test_adaptive_batching_grows_batches_to_the_size_the_model_is_cheapest_at() 
 class _SlowHandOff(MemorySink):
     """A producer hand-off with a fixed cost per batch (the produce request, the results)."""
 
+    def __init__(self, seconds: float = 0.003) -> None:
+        super().__init__()
+        self.seconds = seconds
+
     async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
-        await asyncio.sleep(0.003)
+        await asyncio.sleep(self.seconds)
         return await super().send_many(records)
 
 
@@ -955,18 +959,6 @@ def test_adaptive_batching_counts_the_work_around_the_model_not_the_model_alone(
     run(scenario)
 
 
-class _HandOffTaking(MemorySink):
-    """A producer hand-off with a fixed cost per batch of ``seconds``."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
-        await asyncio.sleep(self.seconds)
-        return await super().send_many(records)
-
-
 def test_with_two_model_threads_the_cap_comes_from_the_batches_time_in_their_threads() -> None:
     """Two model threads, a model dearer per item the larger its batch (0.5 ms x size an
     item), and a hand-off to the producer of a fixed 6 ms a batch. The hand-off overlaps the
@@ -975,7 +967,7 @@ def test_with_two_model_threads_the_cap_comes_from_the_batches_time_in_their_thr
     the cheapest ((8 + 6) / 4 = 3.5 ms an item, against 6.5 at batch 1)."""
 
     async def scenario() -> None:
-        source, sink = MemorySource(), _HandOffTaking(0.006)
+        source, sink = MemorySource(), _SlowHandOff(0.006)
         for i in range(200):
             source.add(txn(i))
         model = Scorer(per_item_per_item_s=0.0005)
