@@ -438,5 +438,27 @@ def _silence_transaction_waiter(producer: TransactionalProducer) -> None:
 async def _stop_quietly(producer: TransactionalProducer) -> None:
     try:
         await producer.stop()
+    except asyncio.CancelledError:
+        _drop_connections(producer)
+        raise
     except Exception as exc:
         log.debug("stopping a retired transactional producer failed: %r", exc)
+        _drop_connections(producer)
+
+
+def _drop_connections(producer: TransactionalProducer) -> None:
+    """Close what an unfinished ``stop()`` left open: the sender task and every broker socket.
+
+    ``stop()`` closes the client only after the sender has flushed; abandoned before that (the
+    broker is away, or the control timeout passed), the producer's sockets would stay open until
+    garbage collection finds them. A no-op for a fake producer without these attributes.
+    """
+    sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if isinstance(sender_task, asyncio.Task) and not sender_task.done():
+        sender_task.cancel()
+    client = getattr(producer, "client", None)
+    sync_task = getattr(client, "_sync_task", None)
+    if isinstance(sync_task, asyncio.Task) and not sync_task.done():
+        sync_task.cancel()
+    for conn in list(getattr(client, "_conns", {}).values()):
+        conn.close()

@@ -348,3 +348,46 @@ def test_commits_of_one_partition_never_overlap() -> None:
 def test_close_stops_every_producer() -> None:
     factory = run(lambda txns, _: txns.assign([TP0, TP1]))
     assert [p.calls[-1] for p in factory.made] == ["stop", "stop"]
+
+
+class _FakeConn:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_abandoned_stop_still_closes_the_sockets() -> None:
+    """A stop() that outlives the control timeout is cancelled; its connections close anyway."""
+    conns: list[_FakeConn] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def body(txns: PartitionTransactions, factory: Factory) -> None:
+        await txns.assign([TP0])
+        (producer,) = factory.of(TP0)
+        producer.hang.add("stop")
+        sender_task = asyncio.get_running_loop().create_task(asyncio.Event().wait())
+        tasks.append(sender_task)
+        conns.extend([_FakeConn(), _FakeConn()])
+        producer._sender = type("Sender", (), {"sender_task": sender_task})()  # type: ignore[attr-defined]
+        producer.client = type("Client", (), {"_conns": dict(enumerate(conns)), "_sync_task": None})()  # type: ignore[attr-defined]
+
+    run(body, control_timeout_s=0.2)
+    assert conns and all(conn.closed for conn in conns)
+    assert tasks[0].cancelled()
+
+
+def test_aiokafka_still_has_what_an_abandoned_stop_closes() -> None:
+    """The attributes ``_drop_connections`` reaches for exist on aiokafka's own producer."""
+    from aiokafka import AIOKafkaProducer
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+        try:
+            assert hasattr(producer, "_sender") and hasattr(producer._sender, "sender_task")
+            assert isinstance(producer.client._conns, dict) and hasattr(producer.client, "_sync_task")
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
