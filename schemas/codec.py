@@ -37,10 +37,20 @@ class Limits:
     max_frame_elements: int = 3840 * 2160 * 3
 
 
+_MEDIA_TYPES: dict[bytes, str] = {}  # a content-type header's value -> its media type, as met
+_MEDIA_TYPES_KEPT = 64
+
+
 def content_type_of(headers: Headers | None) -> str:
     for name, value in headers or ():
         if name == CONTENT_TYPE_HEADER or name.lower() == CONTENT_TYPE_HEADER:  # the usual spelling first
-            return value.decode("latin-1").split(";", 1)[0].strip().lower()
+            media_type = _MEDIA_TYPES.get(value)
+            if media_type is None:  # asked of every record, and a topic's records mostly say the same
+                media_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
+                if len(_MEDIA_TYPES) >= _MEDIA_TYPES_KEPT:  # the values are the producers': keep a few
+                    _MEDIA_TYPES.clear()
+                _MEDIA_TYPES[value] = media_type
+            return media_type
     return MSGPACK
 
 
