@@ -188,33 +188,50 @@ class KafkaSink:
         producer = self._producer
         if producer is None:
             raise RuntimeError("KafkaSink.start() was not called")
-        loop = asyncio.get_running_loop()
-        deliveries: list[Delivery] = [loop.create_future() for _ in records]
+        create_future = asyncio.get_running_loop().create_future
+        deliveries: list[Delivery] = [create_future() for _ in records]
         groups: dict[tuple[str, int], list[int]] = {}
-        partitions: dict[str, list[int]] = {}
-        limits: dict[str, int] = {}
-        headers = [list(record.headers) for record in records]
-        sizes = [_size(record.key, record.value, h) for record, h in zip(records, headers, strict=True)]
+        # per topic, not per record: its partitions, its limit, where its keys went
+        topic, known, limit, placed, place = "", list[int](), 0, dict[bytes, int](), self._placed_keys
+        headers, sizes = [], []
+        shared, shared_list = None, list[tuple[str, bytes]]()  # one list for a run of the same headers
         for i, record in enumerate(records):
-            topic = record.topic
-            if topic not in partitions:
+            if record.headers is not shared:
+                shared, shared_list = record.headers, list(record.headers)
+            headers.append(shared_list)
+            sizes.append(size := _size(record.key, record.value, shared_list))
+            if record.topic != topic or not known:
+                topic = record.topic
                 try:
-                    partitions[topic] = sorted(await producer.partitions_for(topic))
+                    known = sorted(await producer.partitions_for(topic))
                 except KafkaError as exc:
                     deliveries[i].set_exception(exc)
+                    known = []
                     continue
-                limits[topic] = await self.topic_limit(topic)
-            if (refused := self._refusal(record, sizes[i], limits[topic])) is not None:
+                limit = await self.topic_limit(topic)
+                placed = place(topic, len(known))
+            if (refused := self._refusal(record, size, limit)) is not None:
                 self._chain(refused, deliveries[i])
                 continue
-            groups.setdefault((topic, self._partition(record, partitions[topic])), []).append(i)
+            key = record.key
+            if key is None:
+                partition = int(self._partitioner(None, known, known))
+            elif (partition := placed.get(key, -1)) < 0:
+                if len(placed) >= _PLACED_MAX:
+                    placed = place(topic, len(known), forget=True)
+                partition = placed[key] = int(self._partitioner(key, known, known))
+            group = groups.get((topic, partition))
+            if group is None:
+                group = groups[topic, partition] = []
+            group.append(i)
         for (topic, partition), indices in groups.items():
             batch, members = producer.create_batch(), list[int]()
             # the usual group fits the topic's limit whole: no size asked per record
-            fits = sum(sizes[i] for i in indices) <= limits[topic]
+            limit = self._limits[topic][0]
+            fits = sum(sizes[i] for i in indices) <= limit
             for i in indices:
                 record = records[i]
-                appended = (fits or not members or batch.size() + sizes[i] <= limits[topic]) and batch.append(
+                appended = (fits or not members or batch.size() + sizes[i] <= limit) and batch.append(
                     key=record.key, value=record.value, timestamp=None, headers=headers[i]) is not None
                 if not appended:  # full: send it, start the next
                     await self._send_batch(batch, topic, partition, [records[j] for j in members],
@@ -227,18 +244,14 @@ class KafkaSink:
                                        [deliveries[j] for j in members])
         return deliveries
 
-    def _partition(self, record: OutRecord, known: list[int]) -> int:
-        """The partition ``send`` would choose (murmur2 of the key, in Python): remembered
-        per key while the topic's partition count stays the same."""
-        if record.key is None:
-            return int(self._partitioner(None, known, known))
-        placed = self._placed.get((record.topic, len(known)))
-        if placed is None or len(placed) >= _PLACED_MAX:
-            placed = self._placed[record.topic, len(known)] = {}
-        partition = placed.get(record.key)
-        if partition is None:
-            partition = placed[record.key] = int(self._partitioner(record.key, known, known))
-        return partition
+    def _placed_keys(self, topic: str, partitions: int, forget: bool = False) -> dict[bytes, int]:
+        """Key -> partition as ``send`` would choose (murmur2 of the key, in Python) for
+        ``topic`` with ``partitions`` partitions: remembered while that count stays the same,
+        up to ``_PLACED_MAX`` keys (then forgotten all at once)."""
+        placed = self._placed.get((topic, partitions))
+        if placed is None or forget:
+            placed = self._placed[topic, partitions] = {}
+        return placed
 
     async def _send_batch(self, batch: Any, topic: str, partition: int, records: list[OutRecord],
                           deliveries: list[Delivery]) -> None:
@@ -251,9 +264,10 @@ class KafkaSink:
         def settle(done: asyncio.Future[Any]) -> None:
             exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
             if exc is None:
+                metadata = done.result()
                 for delivery in deliveries:
                     if not delivery.done():
-                        delivery.set_result(done.result())
+                        delivery.set_result(metadata)
             elif is_record_fault(exc) and len(records) > 1:
                 # one record spoiled the batch: find it by sending them one by one
                 retry = asyncio.ensure_future(self._one_by_one(records, deliveries))
