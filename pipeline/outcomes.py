@@ -164,13 +164,16 @@ class Outcomes:
             if (inference.error is None and type(outputs) is dict and _flat_finite(outputs, inference.output_fields)
                     and not carries_trace(source.headers)):
                 key = source.key
+                if type(event) is Transaction:  # the usual input: its fields, not the properties' calls
+                    kind, id_, event_ms = "transaction", event.id, event.timestamp_ms
+                else:
+                    kind, id_, event_ms = event.kind, event_id(event), event.event_time_ms
                 try:
                     value = _ENCODE_RESULT(ResultWire(
-                        key.decode("utf-8", "replace") if key is not None else None, event.kind,
-                        InputRefWire(source.topic, source.partition, source.offset),
-                        event.id if type(event) is Transaction else event_id(event),
+                        key.decode("utf-8", "replace") if key is not None else None, kind,
+                        InputRefWire(source.topic, source.partition, source.offset), id_,
                         inference.model_name, inference.model_version, outputs,
-                        TimingsWire(event.event_time_ms, received, closed_ms, inference.inference_start_ms,
+                        TimingsWire(event_ms, received, closed_ms, inference.inference_start_ms,
                                      inference.inference_end_ms, produced_ms),
                         batch_size, worker_id, "ok",
                     ))

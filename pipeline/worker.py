@@ -551,7 +551,8 @@ class Worker:
                 return
             started = time.perf_counter()  # the lane's time on this batch, for adaptive batching (_learn)
             stale = self._stale_frames(live, wall_ms())
-            decoded = [it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale]
+            decoded = ([it for it in live if not isinstance(it.event, DecodeError) and id(it) not in stale] if stale
+                       else [it for it in live if not isinstance(it.event, DecodeError)])
             inferences, in_thread_s = await self._infer(lane, decoded, ahead.prepared) if decoded else ([], 0.0)
         finally:
             lane.leave_model(ahead)
