@@ -276,7 +276,7 @@ class KafkaSink:
             else:
                 for delivery in deliveries:
                     if not delivery.done():
-                        delivery.set_exception(exc)
+                        fail(delivery, exc)
 
         sent.add_done_callback(settle)
 
@@ -296,7 +296,7 @@ class KafkaSink:
             if done.cancelled():
                 target.cancel()
             elif (exc := done.exception()) is not None:
-                target.set_exception(exc)
+                fail(target, exc)
             else:
                 target.set_result(done.result())
 
@@ -308,8 +308,19 @@ _size = DefaultRecordBatchBuilder.estimate_size_in_bytes  # a record alone in a 
 
 def _failed(exc: BaseException) -> Delivery:
     failed: Delivery = asyncio.get_running_loop().create_future()
-    failed.set_exception(exc)
+    fail(failed, exc)
     return failed
+
+
+def fail(delivery: Delivery, exc: BaseException) -> None:
+    """Fail ``delivery`` with ``exc``, marked as seen: awaiting it still raises ``exc``.
+
+    The worker looks at every delivery of each batch it delivers. The batches it never gets
+    to (it is stopping on a fatal error, say the broker refusing its credentials) would
+    otherwise each log "Future exception was never retrieved" for every record, after the
+    one line that says why the worker stopped."""
+    delivery.set_exception(exc)
+    delivery.exception()
 
 
 def describe_error(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import RecordTooLargeError
 
-from producers.sinks import Delivery, OutRecord
+from producers.sinks import Delivery, OutRecord, fail
 from producers.transactional import TransactionFailed
 
 
@@ -39,7 +39,7 @@ class MemorySink:
         for i, (matches, error, times) in enumerate(self._refusals):
             if matches(record) and times != 0:
                 self._refusals[i] = (matches, error, times - 1)
-                future.set_exception(error())
+                fail(future, error())
                 return future
         if self.held:
             self._pending.append((record, future))
@@ -67,6 +67,14 @@ class MemorySink:
         if topic is None:
             self.held = False
         return done
+
+    def fail_held(self, error: Callable[[], BaseException]) -> int:
+        """Fail every held delivery as the broker would (``error()`` each); return how many."""
+        failed, self._pending = self._pending, []
+        for _, future in failed:
+            if not future.done():
+                fail(future, error())
+        return len(failed)
 
     def refuse(self, matches: Callable[[OutRecord], bool], error: Callable[[], BaseException], times: int = -1) -> None:
         """Fail the delivery of records that match, ``times`` times (-1: always)."""
