@@ -1004,6 +1004,41 @@ def test_a_batch_in_a_model_thread_beside_one_of_another_size_is_marked_mixed() 
     assert third.mixed and second.mixed and not first.mixed
 
 
+def test_the_sizer_is_told_a_mixed_batch_as_one_beside_another_size() -> None:
+    """``_learn`` hands a batch marked mixed to ``observe_beside`` (which only ends a try
+    it shows far dearer), any other to ``observe``; with two threads, the time in its thread."""
+
+    class Spy:
+        def __init__(self, sizer: Any) -> None:
+            self.sizer, self.calls = sizer, list[tuple[str, int, float]]()
+
+        def observe(self, size: int, seconds: float) -> int:
+            self.calls.append(("observe", size, seconds))
+            return int(self.sizer.observe(size, seconds))
+
+        def observe_beside(self, size: int, seconds: float) -> int:
+            self.calls.append(("beside", size, seconds))
+            return int(self.sizer.observe_beside(size, seconds))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.sizer, name)
+
+    async def scenario() -> None:
+        h = Harness(MemorySource(), MemorySink(), streams=2, max_batch_size=8)
+        lane = h.worker._lanes["in"]
+        assert lane.sizer is not None
+        spy = Spy(lane.sizer)
+        lane.sizer = spy  # type: ignore[assignment]
+        mixed, alone = (_Ahead(Batch(tuple(range(4)), 4, 0.0, 0.0, CloseReason.SIZE), 0, None)  # type: ignore[arg-type]
+                        for _ in range(2))
+        mixed.mixed = True
+        h.worker._learn(lane, mixed, 4, 0.2, 0.04)
+        h.worker._learn(lane, alone, 4, 0.2, 0.03)
+        assert spy.calls == [("beside", 4, 0.04), ("observe", 4, 0.03)]
+
+    run(scenario)
+
+
 class _Warmable(Scorer):
     """A Scorer with an example input: the worker warms it up before reading."""
 
