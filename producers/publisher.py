@@ -9,20 +9,29 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, TextIO
 
-from aiokafka import AIOKafkaProducer
-
+from producers.sinks import RECORD_OVERHEAD_BYTES, Delivery, KafkaSink, OutRecord
 from schemas.codec import MSGPACK, content_type_headers, encode
 from schemas.models import Frame, Transaction
 
 # Bounds memory and the number of unacknowledged messages lost to a crash, while still
 # letting the producer batch freely.
-MAX_IN_FLIGHT = 1000
+MAX_IN_FLIGHT = 4000
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 PROGRESS_INTERVAL_S = 0.2
+# events made and sent together, as many as are due (unpaced: always this many), up to
+# CHUNK_BYTES of them: a record batch per partition, not a send per event
+CHUNK = 512
+CHUNK_BYTES = 1024 * 1024
+
+
+class TopicMissing(LookupError):
+    """The topic to publish to does not exist (the broker does not create topics on first use)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,14 @@ def pacing_delay_s(sent: int, started_at: float, now: float, rate_per_s: float |
     if not rate_per_s > 0:
         raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
     return max(0.0, started_at + sent / rate_per_s - now)
+
+
+def due_count(sent: int, started_at: float, now: float, rate_per_s: float | None, cap: int = CHUNK) -> int:
+    """How many events to make and send at ``now``: those whose time has come (at least the
+    next one, which ``pacing_delay_s`` waited for), at most ``cap``; unpaced, ``cap``."""
+    if rate_per_s is None:
+        return cap
+    return max(1, min(cap, int((now - started_at) * rate_per_s) + 1 - sent))
 
 
 BAR_WIDTH = 24
@@ -117,53 +134,58 @@ async def publish(
     if rate_per_s is not None and not rate_per_s > 0:
         raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
     show = _Progress(label, sys.stderr.isatty() if progress is None else progress, total=total)
-    headers = content_type_headers(content_type)
-    producer = AIOKafkaProducer(
-        **{**(security or {}), "bootstrap_servers": bootstrap},  # TLS/SASL: KafkaSettings.client_kwargs()
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        max_request_size=MAX_REQUEST_BYTES,
-        compression_type=None,
+    headers = tuple(content_type_headers(content_type))
+    sink = KafkaSink(
+        {**(security or {}), "bootstrap_servers": bootstrap},  # TLS/SASL: KafkaSettings.client_kwargs()
+        "streaminfer-publisher", MAX_REQUEST_BYTES - RECORD_OVERHEAD_BYTES,
+        linger_ms=5, batch_bytes=CHUNK_BYTES,
     )
     started = time.monotonic()
     sent = 0
     try:
         # inside the try: stop() also cleans up after a start() that failed half-way
-        await producer.start()
+        await sink.start()
+        if await sink.missing_topics([topic]):
+            raise TopicMissing(f"topic {topic!r} does not exist on {bootstrap} "
+                               f"(create it: streaminfer topics create --topic {topic})")
+        await sink.topic_limit(topic)  # learned now, not on the first send
         started = time.monotonic()
-        pending: list[asyncio.Future[Any]] = []
+        in_flight: deque[list[Delivery]] = deque()
+        unacked = 0
         upcoming = iter(events)
         while True:
-            # wait first, then take the event: a source that stamps its events when they are
+            # wait first, then take the events: a source that stamps its events when they are
             # made (a camera, a generator) stamps them when they go out, not a period earlier
             if delay := pacing_delay_s(sent, started, time.monotonic(), rate_per_s):
                 await asyncio.sleep(delay)
-            if (event := next(upcoming, None)) is None:
+            records, size = [], 0
+            for event in islice(upcoming, due_count(sent, started, time.monotonic(), rate_per_s)):
+                value = encode(event, content_type)
+                records.append(OutRecord(topic, value, event.key.encode(), headers))
+                if (size := size + len(value)) >= CHUNK_BYTES:
+                    break
+            if not records:
                 break
-            pending.append(
-                await producer.send(
-                    topic, encode(event, content_type), key=event.key.encode(), headers=headers
-                )
-            )
-            sent += 1
-            if len(pending) >= MAX_IN_FLIGHT:
-                await _acknowledged(pending)
+            in_flight.append(await sink.send_many(records))
+            sent += len(records)
+            unacked += len(records)
+            while unacked > MAX_IN_FLIGHT:
+                oldest = in_flight.popleft()
+                unacked -= len(oldest)
+                await _acknowledged(oldest)
             show.update(sent, time.monotonic() - started)
-        await _acknowledged(pending)
+        while in_flight:
+            await _acknowledged(in_flight.popleft())
     finally:
         try:
-            await producer.stop()
+            await sink.stop()
         finally:
             elapsed = time.monotonic() - started
             show.finish(sent, elapsed)
     return PublishReport(sent, elapsed)
 
 
-async def _acknowledged(pending: list[asyncio.Future[Any]]) -> None:
-    """Await every delivery; all of them, so a failure leaves no exception unretrieved."""
-    outcomes = await asyncio.gather(*pending, return_exceptions=True)
-    pending.clear()
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+async def _acknowledged(deliveries: Sequence[Delivery]) -> None:
+    """Await every delivery; the first failure is raised (the sink marks the others seen)."""
+    for delivery in deliveries:
+        await delivery

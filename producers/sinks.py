@@ -124,6 +124,14 @@ class KafkaSink:
             await self._producer.stop()
             self._producer = None
 
+    async def missing_topics(self, topics: Sequence[str]) -> list[str]:
+        """Those of ``topics`` the broker does not have now (one metadata request: no wait
+        for them to appear, as a send to a missing topic waits out its request timeout)."""
+        if self._producer is None:
+            raise RuntimeError("KafkaSink.start() was not called")
+        cluster = await self._producer.client.fetch_all_metadata()
+        return [topic for topic in topics if not cluster.partitions_for_topic(topic)]
+
     async def topic_limit(self, topic: str) -> int:
         """The largest record batch ``topic`` takes: its ``max.message.bytes``, at most the request limit."""
         known = self._limits.get(topic)
@@ -195,19 +203,23 @@ class KafkaSink:
         topic, known, limit, placed, place = "", list[int](), 0, dict[bytes, int](), self._placed_keys
         headers, sizes = [], []
         shared, shared_list = None, list[tuple[str, bytes]]()  # one list for a run of the same headers
+        unknown: dict[str, KafkaError] = {}  # topics whose partitions could not be learned: asked once
         for i, record in enumerate(records):
             if record.headers is not shared:
                 shared, shared_list = record.headers, list(record.headers)
             headers.append(shared_list)
             sizes.append(size := _size(record.key, record.value, shared_list))
-            if record.topic != topic or not known:
-                topic = record.topic
-                try:
-                    known = sorted(await producer.partitions_for(topic))
-                except KafkaError as exc:
-                    deliveries[i].set_exception(exc)
-                    known = []
+            if record.topic != topic:
+                if record.topic in unknown:
+                    fail(deliveries[i], unknown[record.topic])
                     continue
+                try:
+                    known = sorted(await producer.partitions_for(record.topic))
+                except KafkaError as exc:
+                    unknown[record.topic] = exc
+                    fail(deliveries[i], exc)
+                    continue
+                topic = record.topic
                 limit = await self.topic_limit(topic)
                 placed = place(topic, len(known))
             if (refused := self._refusal(record, size, limit)) is not None:

@@ -39,7 +39,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from producers.publisher import publish
+    from pipeline.exceptions import ConfigurationError
+    from producers.publisher import TopicMissing, publish
     from schemas.codec import JSON, MSGPACK
 
     content_type = JSON if args.json else MSGPACK
@@ -69,18 +70,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             events = itertools.islice(iter_file_transactions(args.source), args.count)
         topic, rate, label = args.topic or DEFAULT_TRANSACTIONS_TOPIC, args.rate, "transactions"
-    report = common.until_signalled(
-        publish(
-            events,
-            bootstrap=common.bootstrap(args),
-            topic=topic,
-            rate_per_s=rate or None,
-            content_type=content_type,
-            label=label,
-            security=common.kafka(args).client_kwargs(),
-            total=args.count,
+    try:
+        report = common.until_signalled(
+            publish(
+                events,
+                bootstrap=common.bootstrap(args),
+                topic=topic,
+                rate_per_s=rate or None,
+                content_type=content_type,
+                label=label,
+                security=common.kafka(args).client_kwargs(),
+                total=args.count,
+            )
         )
-    )
+    except TopicMissing as exc:  # one line and exit 2, not a traceback after a 40 s wait
+        raise ConfigurationError(str(exc)) from None
     if report is None:  # SIGTERM/SIGINT: what was sent is flushed by the producer's stop
         print(f"stopped on a signal: {label} sent so far are flushed to {topic}", file=sys.stderr)
     else:

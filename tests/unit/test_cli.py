@@ -65,7 +65,7 @@ def test_producers_and_readers_use_the_security_settings_the_worker_uses(
     argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import consumers.results_reader
-    import producers.publisher
+    import producers.sinks
     from pipeline.cli import main
 
     seen: list[dict[str, object]] = []
@@ -80,7 +80,7 @@ def test_producers_and_readers_use_the_security_settings_the_worker_uses(
         async def stop(self) -> None:
             pass
 
-    monkeypatch.setattr(producers.publisher, "AIOKafkaProducer", Client)
+    monkeypatch.setattr(producers.sinks, "AIOKafkaProducer", Client)  # the publisher's, through its sink
     monkeypatch.setattr(consumers.results_reader, "AIOKafkaConsumer", Client)
     for name, value in {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "SCRAM-SHA-512",
                         "SASL_USERNAME": "alice", "SASL_PASSWORD": "hunter2"}.items():

@@ -84,8 +84,8 @@ def test_a_paced_event_is_taken_from_its_source_at_its_send_time_not_a_period_be
     from producers.publisher import publish
     from producers.transaction_source import iter_synthetic_transactions
 
-    class Producer:
-        def __init__(self, **kwargs: Any) -> None:
+    class Sink:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass
 
         async def start(self) -> None:
@@ -94,10 +94,18 @@ def test_a_paced_event_is_taken_from_its_source_at_its_send_time_not_a_period_be
         async def stop(self) -> None:
             pass
 
-        async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
-            sent.append(time.monotonic())
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
+        async def missing_topics(self, topics: list[str]) -> list[str]:
+            return []
+
+        async def topic_limit(self, topic: str) -> int:
+            return 1 << 20
+
+        async def send_many(self, records: list[Any]) -> list[asyncio.Future[None]]:
+            done = []
+            for _ in records:
+                sent.append(time.monotonic())
+                done.append(asyncio.get_running_loop().create_future())
+                done[-1].set_result(None)
             return done
 
     made: list[float] = []
@@ -108,12 +116,23 @@ def test_a_paced_event_is_taken_from_its_source_at_its_send_time_not_a_period_be
             made.append(time.monotonic())
             yield event
 
-    monkeypatch.setattr(producers.publisher, "AIOKafkaProducer", Producer)
+    monkeypatch.setattr(producers.publisher, "KafkaSink", Sink)
     asyncio.run(publish(source(), bootstrap="unused:9092", topic="t", rate_per_s=10, progress=False))
     assert len(sent) == 5
     assert sent[-1] - sent[0] >= 0.35  # paced at 10/s: 5 events span 4 periods
-    # each event is made just before it is sent (not 100 ms, one period, before)
+    # each event is made just before it is sent (not 100 ms, one period, before), and at
+    # this pace alone: one event due at a time
     assert max(s - m for m, s in zip(made, sent, strict=True)) < 0.05, [s - m for m, s in zip(made, sent, strict=True)]
+
+
+def test_as_many_events_are_sent_together_as_are_due() -> None:
+    from producers.publisher import CHUNK, due_count
+
+    assert due_count(0, started_at=100.0, now=100.0, rate_per_s=10) == 1  # the first, at once
+    assert due_count(5, started_at=100.0, now=100.45, rate_per_s=10) == 1  # on time: the next alone
+    assert due_count(5, started_at=100.0, now=101.0, rate_per_s=10) == 6  # behind: 5..10 are all due
+    assert due_count(0, started_at=100.0, now=110.0, rate_per_s=100_000) == CHUNK  # far behind: a chunk
+    assert due_count(0, started_at=100.0, now=100.0, rate_per_s=None) == CHUNK  # unpaced: always a chunk
 
 
 def test_bench_progress_counts_steps_and_estimates_the_time_left(capsys: pytest.CaptureFixture[str]) -> None:
