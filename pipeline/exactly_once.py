@@ -76,7 +76,7 @@ class ExactlyOnce:
         if not await self._checkpoint.same_cluster() and self._checkpoint.fatal is not None:
             raise self._checkpoint.fatal
         by_partition: dict[TopicPartition, list[Outcome]] = {}
-        for outcome, _ in sent.outcomes:
+        for outcome in sent.outcomes:
             by_partition.setdefault(outcome.source.tp, []).append(self._outcomes.fit(outcome))
         done = await asyncio.gather(
             *(self._transact(tp, outcomes) for tp, outcomes in by_partition.items()), return_exceptions=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consumers.source import InputRecord
@@ -33,8 +34,9 @@ class Sent:
     """A batch's outcomes on their way: one delivery future per outcome."""
 
     items: tuple[WorkItem, ...]
-    # exactly-once: no delivery yet (None), the outcomes go out in a transaction
-    outcomes: tuple[tuple[Outcome, Delivery | None], ...]
+    outcomes: Sequence[Outcome]
+    # ``outcomes[i]``'s delivery; exactly-once: none yet (None), the outcomes go out in a transaction
+    deliveries: Sequence[Delivery] | None
     # time.perf_counter() when the outcomes were handed to the producer (the produce histogram)
     sent_at: float = 0.0
 

@@ -572,12 +572,12 @@ class Worker:
             outcomes = self._outcomes_of(live, iter(inferences), stale, closed_ms, produced_ms, batch_size)
         if self._sink is None:  # exactly-once: the delivery loop sends them in transactions
             self._learn(lane, ahead, batch_size, time.perf_counter() - started - waited, in_thread_s)
-            await self._deliveries.put(Sent(live, tuple((o, None) for o in outcomes), time.perf_counter()))
+            await self._deliveries.put(Sent(live, outcomes, None, time.perf_counter()))
             return
         sent_at = time.perf_counter()
         deliveries = await self._sink.send_many([outcome.record for outcome in outcomes])
         self._learn(lane, ahead, batch_size, time.perf_counter() - started - waited, in_thread_s)
-        await self._deliveries.put(Sent(live, tuple(zip(outcomes, deliveries, strict=True)), sent_at))
+        await self._deliveries.put(Sent(live, outcomes, deliveries, sent_at))
 
     def _results(self, items: tuple[WorkItem, ...], inferences: list[Inference], closed_ms: int,
                  produced_ms: int, batch_size: int) -> list[Outcome]:
@@ -728,8 +728,8 @@ class Worker:
 
     async def _deliver_at_least_once(self, sent: Sent) -> None:
         results = 0
-        for outcome, delivery in sent.outcomes:
-            assert delivery is not None
+        assert sent.deliveries is not None
+        for outcome, delivery in zip(sent.outcomes, sent.deliveries, strict=True):
             if not delivery.done() or delivery.cancelled() or delivery.exception() is not None:
                 outcome = await self._delivered(outcome, delivery)
             # else acked already, as most of a batch is once its first record's ack is in
