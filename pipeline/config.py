@@ -126,7 +126,10 @@ class WorkerSettings(KafkaSettings):
         "fixed: windows close only by size, bytes or max-wait",
     )
     max_batch_size: int = Field(1024, ge=1, le=4096, description="upper bound on a batch (adaptive: on its cap)")
-    max_batch_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    max_batch_bytes: int = Field(
+        32 * 1024 * 1024, ge=1,
+        description="upper bound on a batch's bytes: payloads, a frame counted decoded (width x height x channels)",
+    )
     max_wait_ms: int = Field(
         20, ge=0, le=60_000, description="longest a window stays open after its first item"
     )

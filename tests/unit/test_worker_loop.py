@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from aiokafka import TopicPartition
@@ -762,6 +763,32 @@ class FrameCounter:
 def frame(seq: int, captured_at_ms: int) -> bytes:
     return encode(Frame(stream_id="cam", seq=seq, captured_at_ms=captured_at_ms, encoding=FrameEncoding.RAW,
                         width=2, height=1, channels=1, data=bytes([seq, seq])))
+
+
+def test_a_frame_weighs_what_it_holds_decoded_against_max_batch_bytes() -> None:
+    """A JPEG of a 64x48 frame is well under 9,216 bytes, its pixels are 9,216: four of them
+    fill a batch of 36,864 bytes, however many JPEGs would fit (windows counted by the JPEGs
+    grew to hundreds of 640x480 frames, and a worker ran out of memory)."""
+    from schemas.images import encode_image
+
+    image = encode_image(np.zeros((48, 64, 3), np.uint8), FrameEncoding.JPEG)
+    assert len(image) * 8 < 64 * 48 * 3
+
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink()
+        for seq in range(40):
+            source.add(encode(Frame(stream_id="cam", seq=seq, captured_at_ms=seq, encoding=FrameEncoding.JPEG,
+                                    width=64, height=48, data=image)))
+        worker = Worker(settings(batching="fixed", max_batch_size=64, max_batch_bytes=4 * 64 * 48 * 3,
+                                 max_wait_ms=10_000), Runner({"frame": FrameCounter()}, CPU), source, sink)
+        task = asyncio.create_task(worker.run(stop := asyncio.Event()))
+        await eventually(lambda: len(sink.on(RESULTS)) == 40, "every frame's result")
+        stop.set()
+        await task
+        sizes = [decode_result(r.value).batch_size for r in sink.on(RESULTS)]
+        assert max(sizes) == 4, sizes
+
+    run(scenario)
 
 
 def test_frames_older_than_max_frame_age_get_a_skipped_stale_result_and_skip_the_model() -> None:
