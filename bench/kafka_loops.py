@@ -49,7 +49,7 @@ async def kafka_ceiling(bootstrap: str, topic: str, n: int, depth: int = CEILING
     offsets are committed once all its acks are in. Up to ``depth`` polls are in flight:
     the next poll and its sends go on while the acks of the ones before are awaited, as a
     worker's do (with ``depth`` 1, one poll's round trips at a time, two workers drained
-    1.5x this "ceiling" in the suite's run of d676ff2)."""
+    1.13x and 1.52x this "ceiling" in the suite's runs of d676ff2 and c600e84)."""
     consumer = _consumer(bootstrap, topic, fetch_max_bytes=MAX_BYTES, max_partition_fetch_bytes=MAX_BYTES)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
                                 max_batch_size=1024 * 1024, max_request_size=MAX_BYTES + 65_536)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -36,6 +37,9 @@ def topic_partition(topic: str, partition: int) -> TopicPartition:
     marked delivered), made once (0.16 against 0.51 us)."""
     return TopicPartition(topic, partition)
 
+
+# a record's (topic, partition): the key that groups a poll's or a batch's runs of a partition
+topic_and_partition = attrgetter("topic", "partition")
 
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 

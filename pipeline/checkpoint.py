@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import groupby
-from operator import attrgetter
 from typing import TypeVar
 
 from aiokafka import TopicPartition
@@ -25,13 +24,12 @@ from aiokafka.errors import (
     RebalanceInProgressError,
 )
 
-from consumers.source import InputRecord, Source, topic_partition
+from consumers.source import InputRecord, Source, topic_and_partition, topic_partition
 from pipeline.exceptions import BrokerUnavailable, ClusterChanged, KafkaAccessDenied, WorkerExit
 from pipeline.offsets import OffsetTracker
 from pipeline.outage import Outage
 
 log = logging.getLogger("streaminfer.worker")
-_topic_partition = attrgetter("topic", "partition")
 
 # the group moved on: the partition's new owner replays from the last committed offset
 _GROUP_MOVED = (CommitFailedError, IllegalStateError, RebalanceInProgressError)
@@ -124,7 +122,7 @@ class Checkpoint:
     def done_all(self, records: Iterable[InputRecord]) -> None:
         """``done`` for each of a batch's records, a partition's offsets at a time."""
         by_partition: dict[TopicPartition, list[int]] = {}
-        for (topic, partition), run in groupby(records, _topic_partition):  # a batch holds runs of a partition
+        for (topic, partition), run in groupby(records, topic_and_partition):  # a batch holds runs of a partition
             offsets = by_partition.setdefault(topic_partition(topic, partition), [])
             offsets.extend([record.offset for record in run])
         for tp, offsets in by_partition.items():

@@ -30,13 +30,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
-from operator import attrgetter
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.source import InputRecord, Source
+from consumers.source import InputRecord, Source, topic_and_partition
 from pipeline.batch_sizing import START_SIZE, BatchSizer, candidate_sizes
 from pipeline.batcher import Batch, Batcher, split
 from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
@@ -324,7 +323,7 @@ class Worker:
             # a partition's records at a time (a poll returns them so): bookkeeping and
             # batching once a partition, decoding once a record. Nothing here awaits, so no
             # rebalance or replay can come between the records of one poll.
-            for (topic, partition), group in groupby(records, _topic_partition):
+            for (topic, partition), group in groupby(records, topic_and_partition):
                 run = list(group)
                 self._positions[topic, partition] = run[-1].offset + 1
                 if tracking:
@@ -859,15 +858,14 @@ async def _close(closing: Awaitable[None], what: str) -> None:
         log.warning("closing %s: %s", what, describe(exc))
 
 
-_topic_partition = attrgetter("topic", "partition")
 
 
 def _item_bytes(item: WorkItem) -> int:
     """What an item weighs against ``max_batch_bytes``: its payload, and a frame what it holds
-    decoded (width x height x channels), not its JPEG. Counted by their JPEGs, windows of
-    640x480 frames grew to 764-921 frames at an overload, and a worker with fixed windows
-    reached 21.5 GB and was killed for memory (the suite's run of d676ff2); counted decoded,
-    32 MiB holds 36 of them."""
+    decoded (width x height x channels), not its JPEG. Counted by their JPEGs, fixed windows
+    of the bench's paced 320x240 frames held 764-921 on average at 1x and 2x of a worker's
+    capacity, and a worker reached 21.5 GB and was killed for memory (the suite's run of
+    d676ff2); counted decoded, 32 MiB holds 145 of them, 36 of 640x480."""
     event = item.event
     if type(event) is Frame:
         return max(len(item.record.value or b""), event.width * event.height * event.channels)

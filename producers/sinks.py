@@ -199,29 +199,35 @@ class KafkaSink:
         create_future = asyncio.get_running_loop().create_future
         deliveries: list[Delivery] = [create_future() for _ in records]
         groups: dict[tuple[str, int], list[int]] = {}
-        # per topic, not per record: its partitions, its limit, where its keys went
+        # per topic, not per record: its partitions and limit (or why they could not be had),
+        # asked once a call whatever order its topics come in, and where its keys went
+        learned: dict[str, tuple[list[int], int] | KafkaError] = {}
         topic, known, limit, placed, place = "", list[int](), 0, dict[bytes, int](), self._placed_keys
+        failed: KafkaError | None = None
         headers, sizes = [], []
         shared, shared_list = None, list[tuple[str, bytes]]()  # one list for a run of the same headers
-        unknown: dict[str, KafkaError] = {}  # topics whose partitions could not be learned: asked once
         for i, record in enumerate(records):
             if record.headers is not shared:
                 shared, shared_list = record.headers, list(record.headers)
             headers.append(shared_list)
             sizes.append(size := _size(record.key, record.value, shared_list))
             if record.topic != topic:
-                if record.topic in unknown:
-                    fail(deliveries[i], unknown[record.topic])
-                    continue
-                try:
-                    known = sorted(await producer.partitions_for(record.topic))
-                except KafkaError as exc:
-                    unknown[record.topic] = exc
-                    fail(deliveries[i], exc)
-                    continue
                 topic = record.topic
-                limit = await self.topic_limit(topic)
-                placed = place(topic, len(known))
+                if (about := learned.get(topic)) is None:
+                    try:
+                        partitions = sorted(await producer.partitions_for(topic))
+                    except KafkaError as exc:
+                        about = learned[topic] = exc
+                    else:
+                        about = learned[topic] = (partitions, await self.topic_limit(topic))
+                if isinstance(about, KafkaError):
+                    failed = about
+                else:
+                    failed, (known, limit) = None, about
+                    placed = place(topic, len(known))
+            if failed is not None:
+                fail(deliveries[i], failed)
+                continue
             if (refused := self._refusal(record, size, limit)) is not None:
                 self._chain(refused, deliveries[i])
                 continue
@@ -239,7 +245,9 @@ class KafkaSink:
         for (topic, partition), indices in groups.items():
             batch, members = producer.create_batch(), list[int]()
             # the usual group fits the topic's limit whole: no size asked per record
-            limit = self._limits[topic][0]
+            about = learned[topic]
+            assert not isinstance(about, KafkaError)  # a topic with a group was learned
+            _, limit = about
             fits = sum(sizes[i] for i in indices) <= limit
             for i in indices:
                 record = records[i]

@@ -32,9 +32,11 @@ class FakeProducer:
     def __init__(self) -> None:
         self.batches: list[tuple[str, int, list[bytes]]] = []
         self.singles: list[bytes] = []
+        self.asked: list[str] = []  # partitions_for, by topic
         self.down = False
 
     async def partitions_for(self, topic: str) -> set[int]:
+        self.asked.append(topic)
         return {0, 1, 2}
 
     def create_batch(self) -> FakeBatch:
@@ -112,5 +114,19 @@ def test_a_record_over_the_topic_limit_is_refused_before_it_is_sent() -> None:
         outcomes = await asyncio.gather(*await sink.send_many(records), return_exceptions=True)
         assert isinstance(outcomes[1], MessageSizeTooLargeError) and outcomes[0] == outcomes[2] == "ok"
         assert all(b"x" * 5000 not in values for _, _, values in producer.batches)
+
+    asyncio.run(scenario())
+
+
+def test_a_topics_partitions_are_asked_once_a_call_however_its_topics_alternate() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        sink = sink_on(producer)
+        sink._limits["dlq"] = (1_048_576, math.inf)
+        records = [OutRecord("out" if i % 2 else "dlq", f"v{i}".encode(), b"k") for i in range(10)]
+        outcomes = await asyncio.gather(*await sink.send_many(records))
+        assert outcomes == ["ok"] * 10
+        assert sorted(producer.asked) == ["dlq", "out"]
+        assert sorted(v for _, _, values in producer.batches for v in values) == sorted(r.value for r in records)
 
     asyncio.run(scenario())
