@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from bench.common import PARTITIONS, default_model
-from consumers.source import InputRecord
 from pipeline.config import KafkaSettings
 from pipeline.models import load_model, resolve_device
 from pipeline.outcomes import Outcomes
@@ -120,7 +119,7 @@ async def naive_loop(bootstrap: str, topic: str, kind: str, n: int) -> float:
         for _ in range(n):
             r = await consumer.getone()
             started = started or time.perf_counter()
-            record = InputRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp)
+            record = r
             event = outcomes.decode(record)
             assert not isinstance(event, DecodeError), event
             [inference] = runner.run_sync([event])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.client import ConnectionGroup
@@ -113,13 +114,10 @@ class KafkaSource:
             return []
         else:
             batches = await self._getmany_until_resumed(partitions, timeout_ms, max_records)
-        return [
-            InputRecord(
-                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
-            )
-            for records in batches.values()
-            for r in records
-        ]
+        if len(batches) == 1:
+            [records] = batches.values()
+            return records  # type: ignore[return-value]
+        return list(chain.from_iterable(batches.values()))  # type: ignore[arg-type]
 
     async def _getmany_until_resumed(self, partitions: tuple[TopicPartition, ...], timeout_ms: int,
                                      max_records: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:

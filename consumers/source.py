@@ -15,20 +15,50 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 
+class InputRecord(Protocol):
+    """One record as a source returns it. ``KafkaSource`` returns aiokafka's
+    ``ConsumerRecord`` as the consumer made it (a copy of each into a class of ours was one
+    more object to make and free per record); fakes and tests use ``Record``."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+
 # made per record: not frozen, whose __init__ costs four times as much (0.8 against 0.19 us for 7 fields)
 @dataclass(slots=True)
-class InputRecord:
+class Record:
+    """An ``InputRecord`` of our own, for in-memory sources and tests."""
+
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
-    timestamp_ms: int
+    timestamp: int
 
-    @property
-    def tp(self) -> TopicPartition:
-        return topic_partition(self.topic, self.partition)
+
+def record_tp(record: InputRecord) -> TopicPartition:
+    """The record's partition (``topic_partition``)."""
+    return topic_partition(record.topic, record.partition)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import TopicPartition
 
-from consumers.source import InputRecord, PartitionsCallback
+from consumers.source import InputRecord, PartitionsCallback, Record
 
 
 class MemorySource:
@@ -41,7 +41,7 @@ class MemorySource:
     def add(self, value: bytes | None, partition: int = 0, key: bytes | None = None,
             headers: Sequence[tuple[str, bytes]] = (), topic: str | None = None) -> InputRecord:
         tp = TopicPartition(topic or self.topic, partition)
-        record = InputRecord(tp.topic, partition, len(self.log[tp]), key, value, tuple(headers), 0)
+        record = Record(tp.topic, partition, len(self.log[tp]), key, value, tuple(headers), 0)
         self.log[tp].append(record)
         return record
 

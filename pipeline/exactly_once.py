@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.source import InputRecord, Source
+from consumers.source import InputRecord, Source, record_tp
 from pipeline.checkpoint import Checkpoint, ask, backoff_s, is_access_denied, through_outage
 from pipeline.exceptions import BrokerUnavailable, KafkaAccessDenied, WorkerExit
 from pipeline.inflight import InFlight, Sent, WorkerStats
@@ -62,9 +62,9 @@ class ExactlyOnce:
     def note_polled(self, records: Iterable[InputRecord]) -> None:
         """Remember the lowest offset read per partition, before any record is dropped."""
         for record in records:
-            first = self._first_offsets.get(record.tp)
+            first = self._first_offsets.get(tp := record_tp(record))
             if first is None or record.offset < first:
-                self._first_offsets[record.tp] = record.offset
+                self._first_offsets[tp] = record.offset
 
     # -- delivery --------------------------------------------------------------------
 
@@ -77,7 +77,7 @@ class ExactlyOnce:
             raise self._checkpoint.fatal
         by_partition: dict[TopicPartition, list[Outcome]] = {}
         for outcome in sent.outcomes:
-            by_partition.setdefault(outcome.source.tp, []).append(self._outcomes.fit(outcome))
+            by_partition.setdefault(record_tp(outcome.source), []).append(self._outcomes.fit(outcome))
         done = await asyncio.gather(
             *(self._transact(tp, outcomes) for tp, outcomes in by_partition.items()), return_exceptions=True,
         )

@@ -40,6 +40,7 @@ from schemas.codec import (
     content_type_headers,
     dead_letter_headers,
     decode_input,
+    decode_inputs,
     encode,
     result_msgpack,
 )
@@ -114,6 +115,14 @@ class Outcomes:
         except Exception as exc:
             log.exception("decoding %s:%d@%d raised", record.topic, record.partition, record.offset)
             return DecodeError(Reason.INTERNAL_ERROR, f"decoding raised {describe(exc)}")
+
+    def decode_many(self, records: Sequence[InputRecord]) -> list[Frame | Transaction | DecodeError]:
+        """``decode`` of each record, in one loop (``schemas.codec.decode_inputs``); should
+        that raise, record by record, so the bug stays with the input that met it."""
+        try:
+            return decode_inputs(records, self.limits)
+        except Exception:
+            return [self.decode(record) for record in records]
 
     # -- out -----------------------------------------------------------------------
 

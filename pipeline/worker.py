@@ -35,7 +35,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.source import InputRecord, Source, topic_and_partition
+from consumers.source import InputRecord, Source, topic_and_partition, topic_partition
 from pipeline.batch_sizing import START_SIZE, BatchSizer, candidate_sizes
 from pipeline.batcher import Batch, Batcher, split
 from pipeline.checkpoint import Checkpoint, backoff_s, is_access_denied
@@ -319,7 +319,7 @@ class Worker:
             received_ms, now = wall_ms(), self._clock()  # one poll, one moment: not a clock read per record
             self.stats.consumed += len(records)
             tracking = self._exactly_once is None  # exactly-once commits offsets in transactions
-            decode = self._outcomes.decode
+            decode = self._outcomes.decode_many
             # a partition's records at a time (a poll returns them so): bookkeeping and
             # batching once a partition, decoding once a record. Nothing here awaits, so no
             # rebalance or replay can come between the records of one poll.
@@ -327,10 +327,14 @@ class Worker:
                 run = list(group)
                 self._positions[topic, partition] = run[-1].offset + 1
                 if tracking:
-                    self.checkpoint.track_many(run[0].tp, [record.offset for record in run])
+                    self.checkpoint.track_many(topic_partition(topic, partition), [record.offset for record in run])
                 lane = self._lane(topic)
-                items = [WorkItem(record, decode(record), received_ms, generation) for record in run]
-                for closed in lane.batcher.extend(items, [_item_bytes(item) for item in items], now):
+                items = [WorkItem(record, event, received_ms, generation)
+                         for record, event in zip(run, decode(run), strict=True)]
+                # a transaction weighs its payload: asked here, not of _item_bytes (this is per record)
+                weights = [len(it.record.value) if type(it.event) is Transaction else _item_bytes(it)  # type: ignore[arg-type]
+                           for it in items]
+                for closed in lane.batcher.extend(items, weights, now):
                     self._hand_over(lane, closed)
             for lane in self._lanes.values():
                 if (expired := lane.batcher.poll(self._clock())) is not None:

@@ -7,16 +7,16 @@ encoded image dimensions *before* any pixel buffer is allocated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import msgspec
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.errors import DecodeError, Reason
-from schemas.fast_decode import read_msgpack
+from schemas.fast_decode import read_msgpack, read_transaction
 from schemas.images import encoded_dimensions
 from schemas.models import DeadLetter, Frame, FrameEncoding, InputEvent, Result, Transaction
 
@@ -94,6 +94,36 @@ def decode_input(
     if isinstance(event, Frame):
         return check_frame(event, limits)
     return event
+
+
+class Encoded(Protocol):
+    """What ``decode_inputs`` reads of a record: its value and headers."""
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+def decode_inputs(records: Sequence[Encoded], limits: Limits = Limits()) -> list[Frame | Transaction | DecodeError]:
+    """``decode_input`` of each record's value and headers, in order, with one call a record
+    for the many: a msgpack transaction under the limit whose only header, if any, is its
+    content type (``read_transaction``). Every other record, or one that does not read as
+    a well-formed transaction, goes through ``decode_input``."""
+    max_bytes, media_types, aliases = limits.max_payload_bytes, _MEDIA_TYPES, _MSGPACK_ALIASES
+    events: list[Frame | Transaction | DecodeError] = []
+    append = events.append
+    for record in records:
+        value, headers = record.value, record.headers
+        if value and len(value) <= max_bytes and (
+            not headers or (len(headers) == 1 and headers[0][0] == CONTENT_TYPE_HEADER
+                            and media_types.get(headers[0][1]) in aliases)
+        ) and (event := read_transaction(value)) is not None:
+            append(event)
+        else:
+            append(decode_input(value, headers, limits))
+    return events
 
 
 def check_frame(frame: Frame, limits: Limits) -> Frame | DecodeError:

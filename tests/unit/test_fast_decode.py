@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from producers.transaction_source import iter_synthetic_transactions
-from schemas.codec import decode_input, encode
-from schemas.errors import DecodeError
+from schemas.codec import Limits, decode_input, decode_inputs, encode
+from schemas.errors import DecodeError, Reason
 from schemas.fast_decode import read_msgpack
 from schemas.images import encode_image
 from schemas.models import INT64_MAX, Frame, FrameEncoding, Transaction
@@ -98,8 +100,22 @@ _ACCEPTED: Counter[str] = Counter()
 
 
 def _same_reading(value: bytes) -> None:
-    fast = decode_input(value, _MSGPACK, fast=True)
     slow = decode_input(value, _MSGPACK, fast=False)
+    _same(decode_input(value, _MSGPACK, fast=True), slow)
+    # the worker's loop over a poll's records reads them as one at a time does, headers or none
+    [in_loop, bare] = decode_inputs([_Record(value, _MSGPACK), _Record(value, ())])
+    _same(in_loop, slow)
+    _same(bare, slow)
+    _ACCEPTED[type(slow).__name__] += not isinstance(slow, DecodeError)
+
+
+@dataclass
+class _Record:
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def _same(fast: Frame | Transaction | DecodeError, slow: Frame | Transaction | DecodeError) -> None:
     if isinstance(slow, DecodeError):
         assert isinstance(fast, DecodeError), f"fast path accepted what the schema rejects: {slow}"
         assert (fast.reason, fast.message) == (slow.reason, slow.message)
@@ -108,7 +124,6 @@ def _same_reading(value: bytes) -> None:
     assert type(fast) is type(slow)
     assert fast == slow
     assert encode(fast) == encode(slow)
-    _ACCEPTED[type(slow).__name__] += 1
     assert {k: type(v) for k, v in fast.__dict__.items()} == {k: type(v) for k, v in slow.__dict__.items()}
     assert list(fast.__dict__) == list(slow.__dict__)  # the schema's order: a dump reads the same
     assert (fast.key, fast.event_time_ms) == (slow.key, slow.event_time_ms)
@@ -177,3 +192,35 @@ def test_non_finite_floats_are_rejected_on_either_path() -> None:
                                "amount": amount, "currency": "EUR", "features": features})
         assert read_msgpack(value) is None
         assert isinstance(decode_input(value, _MSGPACK), DecodeError)
+
+
+def test_a_poll_of_mixed_records_reads_as_each_record_alone() -> None:
+    # decode_inputs reads the usual record (a msgpack transaction, a content type at most)
+    # in its loop: every other record, whatever its headers, must read as decode_input reads it
+    transaction = encode(next(iter(iter_synthetic_transactions(1))))
+    image = encode_image(np.zeros((8, 8, 3), np.uint8), FrameEncoding.JPEG)
+    frame = encode(Frame(stream_id="cam", seq=1, captured_at_ms=5, encoding=FrameEncoding.JPEG, width=8, height=8,
+                         data=image))
+    as_json = encode(next(iter(iter_synthetic_transactions(1))), "application/json")
+    non_finite = msgpack.packb({"kind": "transaction", "id": "t", "account_id": "a", "timestamp_ms": 1,
+                                "amount": math.nan, "currency": "EUR"})
+    traced = (("content-type", b"application/msgpack"), ("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"))
+    records = [
+        _Record(transaction, ()), _Record(transaction, _MSGPACK), _Record(transaction, traced),
+        _Record(transaction, (("Content-Type", b"application/x-msgpack; charset=binary"),)),
+        _Record(transaction, (("content-type", b"application/json"),)),
+        _Record(transaction, (("content-type", b"text/plain"),)),
+        _Record(as_json, (("content-type", b"application/json"),)), _Record(frame, _MSGPACK), _Record(frame, ()),
+        _Record(non_finite, ()), _Record(b"", ()), _Record(None, ()), _Record(b"\xc1", ()),
+        _Record(transaction + b"\x00", ()), _Record(b"x" * (len(frame) + 1), ()),
+    ]
+    limits = Limits(max_payload_bytes=len(frame))  # the last record is over it, no other is
+    alone = [decode_input(r.value, r.headers, limits, fast=False) for r in records]
+    read = decode_inputs(records, limits)
+    assert len(read) == len(records)
+    for got, expected in zip(read, alone, strict=True):
+        _same(got, expected)
+    kinds = [type(e).__name__ if not isinstance(e, DecodeError) else e.reason for e in read]
+    assert kinds[:5] == ["Transaction"] * 4 + [Reason.NOT_JSON], kinds
+    assert kinds[5] == Reason.UNSUPPORTED_CONTENT_TYPE and kinds[6:9] == ["Transaction", "Frame", "Frame"], kinds
+    assert all(isinstance(e, DecodeError) for e in read[9:]), kinds

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from consumers.source import InputRecord
+from consumers.source import InputRecord, Record
 from pipeline.outcomes import Outcome, Outcomes, invalid_output
 from pipeline.runner import Outcome as Inference
 from schemas.codec import JSON, MSGPACK, Limits, decode_result
@@ -72,7 +72,7 @@ _CASES: list[tuple[str, bytes | None, tuple[tuple[str, bytes], ...], Frame | Tra
 
 
 def _sources() -> list[InputRecord]:
-    return [InputRecord("in", 2, 100 + i, key, b"\x80", headers, 0) for i, (_, key, headers, _, _) in enumerate(_CASES)]
+    return [Record("in", 2, 100 + i, key, b"\x80", headers, 0) for i, (_, key, headers, _, _) in enumerate(_CASES)]
 
 
 def _view(outcome: Outcome) -> tuple[object, ...]:

@@ -18,7 +18,7 @@ import torch
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from consumers.source import InputRecord
+from consumers.source import Record
 from consumers.testing import MemorySource
 from pipeline.batcher import Batch, Batcher, CloseReason
 from pipeline.config import WorkerSettings
@@ -1128,7 +1128,7 @@ def test_no_re_cut_while_in_flight_work_is_being_finished_then_order_is_kept() -
         runner = Runner({"transaction": Scorer()}, CPU)
         worker = Worker(settings(queued_batches=2), runner, MemorySource(), MemorySink())
         lane = worker._lanes["in"]
-        items = [WorkItem(InputRecord("in", 0, i, None, txn(i), (), 0), Transaction.model_construct(), 0, 0)
+        items = [WorkItem(Record("in", 0, i, None, txn(i), (), 0), Transaction.model_construct(), 0, 0)
                  for i in range(11)]
         lane.queue.put_nowait((Batch(tuple(items[:8]), 8, 0.0, 0.0, CloseReason.SIZE), 1))
         for item in items[8:]:
