@@ -49,7 +49,7 @@ from pipeline.outcomes import Outcome, Outcomes
 from pipeline.runner import Outcome as Inference
 from pipeline.runner import Prepared, Runner
 from pipeline.tracing import OtelTracer
-from producers.sinks import Delivery, Sink, is_record_fault
+from producers.sinks import Delivery, RecordsResent, Sink, is_record_fault
 from producers.transactional import PartitionTransactions
 from schemas.errors import DecodeError
 from schemas.models import Frame, Transaction, wall_ms
@@ -730,16 +730,29 @@ class Worker:
                 self._deliveries.task_done()
 
     async def _deliver_at_least_once(self, sent: Sent) -> None:
-        results = 0
         assert sent.deliveries is not None
-        for outcome, delivery in zip(sent.outcomes, sent.deliveries, strict=True):
-            if not delivery.done() or delivery.cancelled() or delivery.exception() is not None:
-                outcome = await self._delivered(outcome, delivery)
-            # else acked already, as most of a batch is once its first record's ack is in
-            if outcome.reason is None:
-                results += 1  # counted once per batch: this loop is per record
-            else:
-                self.stats.count(outcome)
+        # the records of a record batch share its delivery (``Sink.send_many``): each
+        # delivery is waited for and looked at once, and the records one by one only if
+        # one of them failed
+        deliveries = dict.fromkeys(sent.deliveries)
+        if waiting := [delivery for delivery in deliveries if not delivery.done()]:
+            await asyncio.wait(waiting)
+        outcomes = sent.outcomes
+        if all(not delivery.cancelled() and delivery.exception() is None for delivery in deliveries):
+            results = [outcome.reason for outcome in outcomes].count(None)
+            if results < len(outcomes):
+                for outcome in outcomes:
+                    if outcome.reason is not None:
+                        self.stats.count(outcome)
+        else:
+            results = 0
+            for outcome, delivery in zip(outcomes, sent.deliveries, strict=True):
+                if delivery.cancelled() or delivery.exception() is not None:
+                    outcome = await self._delivered(outcome, delivery)
+                if outcome.reason is None:
+                    results += 1  # counted once per batch: this loop is per record
+                else:
+                    self.stats.count(outcome)
         self.stats.results += results
         self.produce_s.observe(time.perf_counter() - sent.sent_at)  # before any await: counted with the results
         self._outage.ok()  # once per batch: every outcome of it got through
@@ -761,6 +774,9 @@ class Worker:
             try:
                 await delivery
                 return outcome
+            except RecordsResent as resent:  # its batch was refused: it went again on its own
+                delivery = resent.of(outcome.record)
+                continue
             except KafkaError as exc:
                 if is_record_fault(exc) and refusals < 2:
                     refusals += 1

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TextIO
 
-from producers.sinks import RECORD_OVERHEAD_BYTES, Delivery, KafkaSink, OutRecord
+from producers.sinks import RECORD_OVERHEAD_BYTES, Delivery, KafkaSink, OutRecord, RecordsResent
 from schemas.codec import MSGPACK, content_type_headers, encode
 from schemas.models import Frame, Transaction
 
@@ -150,7 +150,7 @@ async def publish(
                                f"(create it: streaminfer topics create --topic {topic})")
         await sink.topic_limit(topic)  # learned now, not on the first send
         started = time.monotonic()
-        in_flight: deque[list[Delivery]] = deque()
+        in_flight: deque[tuple[list[OutRecord], list[Delivery]]] = deque()
         unacked = 0
         upcoming = iter(events)
         while True:
@@ -166,16 +166,16 @@ async def publish(
                     break
             if not records:
                 break
-            in_flight.append(await sink.send_many(records))
+            in_flight.append((records, await sink.send_many(records)))
             sent += len(records)
             unacked += len(records)
             while unacked > MAX_IN_FLIGHT:
                 oldest = in_flight.popleft()
-                unacked -= len(oldest)
-                await _acknowledged(oldest)
+                unacked -= len(oldest[0])
+                await _acknowledged(*oldest)
             show.update(sent, time.monotonic() - started)
         while in_flight:
-            await _acknowledged(in_flight.popleft())
+            await _acknowledged(*in_flight.popleft())
     finally:
         try:
             await sink.stop()
@@ -185,7 +185,13 @@ async def publish(
     return PublishReport(sent, elapsed)
 
 
-async def _acknowledged(deliveries: Sequence[Delivery]) -> None:
-    """Await every delivery; the first failure is raised (the sink marks the others seen)."""
-    for delivery in deliveries:
-        await delivery
+async def _acknowledged(records: Sequence[OutRecord], deliveries: Sequence[Delivery]) -> None:
+    """Await every record's delivery, each shared one once; the first failure is raised
+    (the sink marks the others seen)."""
+    for delivery in dict.fromkeys(deliveries):
+        try:
+            await delivery
+        except RecordsResent as resent:  # its record batch went again one by one
+            for record, shared in zip(records, deliveries, strict=True):
+                if shared is delivery:
+                    await resent.of(record)

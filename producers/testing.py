@@ -2,28 +2,35 @@
 
 Every ``send`` is recorded. Acks come at once unless held (``hold``), or are released
 per topic, so a test decides the order in which deliveries complete; ``refuse`` makes
-the broker refuse matching records with an error, as a real one would.
+the broker refuse matching records with an error, as a real one would. ``share=True``:
+``send_many`` sends a run of records of one topic together with one delivery, as
+``KafkaSink`` sends a record batch (refused for a record's fault: sent again one by one,
+``RecordsResent``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import RecordTooLargeError
 
-from producers.sinks import Delivery, OutRecord, fail
+from producers.sinks import Delivery, OutRecord, RecordsResent, fail, is_record_fault
 from producers.transactional import TransactionFailed
 
 
 class MemorySink:
-    def __init__(self) -> None:
+    def __init__(self, share: bool = False) -> None:
         self.sent: list[OutRecord] = []
         self.acked: list[OutRecord] = []
         self.held = False
-        self._pending: list[tuple[OutRecord, Delivery]] = []
+        self.share = share
+        self.shared_deliveries = 0  # deliveries made for records sent together (``share``)
+        self._pending: list[tuple[list[OutRecord], Delivery]] = []
         self._refusals: list[tuple[Callable[[OutRecord], bool], Callable[[], BaseException], int]] = []
         self.started = self.stopped = False
 
@@ -42,13 +49,39 @@ class MemorySink:
                 fail(future, error())
                 return future
         if self.held:
-            self._pending.append((record, future))
+            self._pending.append(([record], future))
         else:
-            self._ack(record, future)
+            self._ack([record], future)
         return future
 
     async def send_many(self, records: Sequence[OutRecord]) -> list[Delivery]:
-        return [await self.send(record) for record in records]
+        if not self.share:
+            return [await self.send(record) for record in records]
+        deliveries: list[Delivery] = []
+        for _, run in groupby(records, attrgetter("topic")):
+            together = list(run)
+            deliveries += [await self._send_together(together)] * len(together)
+        return deliveries
+
+    async def _send_together(self, records: list[OutRecord]) -> Delivery:
+        self.shared_deliveries += 1
+        self.sent += records  # a batch sent again one by one is in it twice, as it went twice
+        future: Delivery = asyncio.get_running_loop().create_future()
+        for i, (matches, error, times) in enumerate(self._refusals):
+            if times != 0 and any(map(matches, records)):
+                exc = error()
+                if is_record_fault(exc) and len(records) > 1:  # sent again one by one, each refused or not
+                    own = {id(record): await self.send(record) for record in records}
+                    fail(future, RecordsResent(own))
+                else:
+                    self._refusals[i] = (matches, error, times - 1)
+                    fail(future, exc)
+                return future
+        if self.held:
+            self._pending.append((records, future))
+        else:
+            self._ack(records, future)
+        return future
 
     def hold(self) -> None:
         """Keep acks back until ``release``."""
@@ -57,12 +90,12 @@ class MemorySink:
     def release(self, topic: str | None = None) -> int:
         """Ack the held records (of ``topic`` only, if given), in send order; return how many."""
         keep, done = [], 0
-        for record, future in self._pending:
-            if topic is None or record.topic == topic:
-                self._ack(record, future)
-                done += 1
+        for records, future in self._pending:
+            if topic is None or records[0].topic == topic:
+                self._ack(records, future)
+                done += len(records)
             else:
-                keep.append((record, future))
+                keep.append((records, future))
         self._pending = keep
         if topic is None:
             self.held = False
@@ -74,7 +107,7 @@ class MemorySink:
         for _, future in failed:
             if not future.done():
                 fail(future, error())
-        return len(failed)
+        return sum(len(records) for records, _ in failed)
 
     def refuse(self, matches: Callable[[OutRecord], bool], error: Callable[[], BaseException], times: int = -1) -> None:
         """Fail the delivery of records that match, ``times`` times (-1: always)."""
@@ -83,9 +116,9 @@ class MemorySink:
     def on(self, topic: str) -> list[OutRecord]:
         return [r for r in self.acked if r.topic == topic]
 
-    def _ack(self, record: OutRecord, future: Delivery) -> None:
+    def _ack(self, records: list[OutRecord], future: Delivery) -> None:
         if not future.done():
-            self.acked.append(record)
+            self.acked += records
             future.set_result(None)
 
 

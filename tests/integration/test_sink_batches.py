@@ -9,7 +9,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from producers.sinks import KafkaSink, OutRecord, is_record_fault
+from producers.sinks import KafkaSink, OutRecord, is_record_fault, outcomes_of
 
 
 async def _topic(bootstrap: str, **config: str) -> str:
@@ -80,7 +80,7 @@ def test_a_record_over_its_topic_s_max_message_bytes_fails_alone_and_the_partiti
         try:
             # one key: one partition; 15 x 300 B would make one record batch over the limit too
             records = [OutRecord(topic, b"x" * (20_000 if i == 7 else 300), b"same-key") for i in range(40)]
-            outcomes = await asyncio.gather(*await sink.send_many(records), return_exceptions=True)
+            outcomes = await outcomes_of(records, await sink.send_many(records))
             one_more = await asyncio.gather(await sink.send(records[7]), await sink.send(records[8]),
                                             return_exceptions=True)
         finally:

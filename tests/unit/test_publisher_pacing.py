@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 
@@ -76,7 +77,6 @@ def test_a_paced_event_is_taken_from_its_source_at_its_send_time_not_a_period_be
 ) -> None:
     """Sources stamp events when they are made (cameras, generators): taken early, an event
     would carry a period of waiting in the publisher as if it were pipeline latency."""
-    import asyncio
     import time
     from typing import Any
 
@@ -145,3 +145,27 @@ def test_bench_progress_counts_steps_and_estimates_the_time_left(capsys: pytest.
     now[0] = 90.0
     assert progress.step("second") == "[2/4, 1:30 elapsed, ~1:30 left] second"
     assert capsys.readouterr().out.splitlines()[-1].endswith("second")
+
+
+def test_acks_of_records_sent_together_are_awaited_once_and_a_resent_batch_record_by_record() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from producers.publisher import _acknowledged
+    from producers.sinks import OutRecord, RecordsResent, fail
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        records = [OutRecord("t", b"v%d" % i, None) for i in range(3)]
+        ok: asyncio.Future[None] = loop.create_future()
+        ok.set_result(None)
+        await _acknowledged(records, [ok] * 3)  # one shared delivery, acked
+        own = [loop.create_future() for _ in records]
+        for future in own[::2]:
+            future.set_result(None)
+        fail(own[1], MessageSizeTooLargeError("too big"))
+        shared: asyncio.Future[None] = loop.create_future()
+        fail(shared, RecordsResent({id(r): f for r, f in zip(records, own, strict=True)}))
+        with pytest.raises(MessageSizeTooLargeError):  # the one record refused on its own
+            await _acknowledged(records, [shared] * 3)
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from producers.sinks import KafkaSink, OutRecord, is_record_fault
+from producers.sinks import KafkaSink, OutRecord, RecordsResent, is_record_fault, outcomes_of
 
 BAD = b"bad"
 
@@ -72,9 +72,12 @@ def test_one_record_batch_per_partition_and_keys_stay_together() -> None:
     async def scenario() -> None:
         producer = FakeProducer()
         records = [OutRecord("out", f"v{i}".encode(), f"k{i % 5}".encode()) for i in range(50)]
-        outcomes = await asyncio.gather(*await sink_on(producer).send_many(records))
+        deliveries = await sink_on(producer).send_many(records)
+        outcomes = await asyncio.gather(*deliveries)
         assert outcomes == ["ok"] * 50 and producer.singles == []
         assert len(producer.batches) == len({p for _, p, _ in producer.batches}) <= 3
+        # a record batch's records share its delivery: one per batch
+        assert len(set(deliveries)) == len(producer.batches)
         where = {v: p for _, p, values in producer.batches for v in values}
         for key in {r.key for r in records}:
             assert len({where[r.value] for r in records if r.key == key}) == 1
@@ -86,7 +89,11 @@ def test_a_refused_record_batch_is_sent_again_record_by_record_so_only_the_culpr
     async def scenario() -> None:
         producer = FakeProducer()
         records = [OutRecord("out", BAD if i == 3 else f"v{i}".encode(), b"one-key") for i in range(8)]
-        outcomes = await asyncio.gather(*await sink_on(producer).send_many(records), return_exceptions=True)
+        deliveries = await sink_on(producer).send_many(records)
+        assert len(set(deliveries)) == 1  # one record batch, one delivery
+        shared = await asyncio.gather(deliveries[0], return_exceptions=True)
+        assert isinstance(shared[0], RecordsResent)
+        outcomes = await outcomes_of(records, deliveries)
         assert [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)] == [3]
         assert is_record_fault(outcomes[3])  # type: ignore[arg-type]
         assert producer.singles == [r.value for r in records]  # in order, one at a time

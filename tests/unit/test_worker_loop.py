@@ -408,6 +408,46 @@ def test_a_refused_result_becomes_its_dead_letter_and_a_refused_dead_letter_goes
     run(scenario)
 
 
+def test_records_sharing_a_delivery_each_get_their_outcome_and_a_refused_one_its_dead_letter() -> None:
+    # as KafkaSink sends them: one delivery per record batch; the broker refuses the batch
+    # that holds t3's result for its size, the batch goes again one by one, and only t3
+    # becomes a dead letter (result_rejected); a malformed record's dead letter goes too
+    async def scenario() -> None:
+        source, sink = MemorySource(partitions=2), MemorySink(share=True)
+        for i in range(12):
+            source.add(txn(i), partition=i % 2)
+        source.add(b"\xc1", partition=1)
+        sink.refuse(lambda r: r.topic == RESULTS and decode_result(r.value).event_id == "t3",
+                    lambda: MessageSizeTooLargeError("too big"), times=1)
+        h = Harness(source, sink, max_batch_size=64, batching="fixed")
+        h.start()
+        await eventually(lambda: h.committed(0) == 6 and h.committed(1) == 7, "all committed")
+        stats = await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(12) if i != 3)
+        assert sorted(reasons(sink)) == ["malformed_msgpack", "result_rejected"]
+        assert stats.results == 11 and stats.dead_letters == 2 and stats.produce_retries == 0
+        # deliveries were shared: fewer of them than records sent together
+        assert 0 < sink.shared_deliveries < 13
+
+    run(scenario)
+
+
+def test_an_outage_failing_a_shared_delivery_resends_its_records_and_loses_none() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(), MemorySink(share=True)
+        for i in range(10):
+            source.add(txn(i))
+        sink.refuse(lambda r: True, lambda: KafkaTimeoutError("broker gone"), times=1)
+        h = Harness(source, sink, max_batch_size=64, batching="fixed")
+        h.start()
+        await eventually(lambda: h.committed() == 10, "committed")
+        stats = await h.finish()
+        assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(10))
+        assert stats.results == 10 and stats.produce_retries == 10  # each record of the failed batch went again
+
+    run(scenario)
+
+
 def test_produce_timeouts_are_retried_through_an_outage_and_nothing_is_lost() -> None:
     async def scenario() -> None:
         source, sink = MemorySource(), MemorySink()
