@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import groupby
+from operator import attrgetter
 from typing import TypeVar
 
 from aiokafka import TopicPartition
@@ -28,6 +29,8 @@ from consumers.source import InputRecord, Source, topic_and_partition, topic_par
 from pipeline.exceptions import BrokerUnavailable, ClusterChanged, KafkaAccessDenied, WorkerExit
 from pipeline.offsets import OffsetTracker
 from pipeline.outage import Outage
+
+_OFFSET = attrgetter("offset")
 
 log = logging.getLogger("streaminfer.worker")
 
@@ -120,13 +123,10 @@ class Checkpoint:
         self._offsets.done(tp, offset)
 
     def done_all(self, records: Iterable[InputRecord]) -> None:
-        """``done`` for each of a batch's records, a partition's offsets at a time."""
-        by_partition: dict[TopicPartition, list[int]] = {}
-        for (topic, partition), run in groupby(records, topic_and_partition):  # a batch holds runs of a partition
-            offsets = by_partition.setdefault(topic_partition(topic, partition), [])
-            offsets.extend([record.offset for record in run])
-        for tp, offsets in by_partition.items():
-            self._offsets.done_many(tp, offsets)
+        """``done`` for each of a batch's records, a run of a partition's offsets at a time
+        (a batch holds runs of each partition, in order)."""
+        for (topic, partition), run in groupby(records, topic_and_partition):
+            self._offsets.done_many(topic_partition(topic, partition), list(map(_OFFSET, run)))
 
     def pending(self) -> int:
         """Records tracked and not yet delivered (at-least-once bookkeeping)."""

@@ -7,22 +7,42 @@ finished offsets. Kafka's committed offset is the *next* offset to read.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import islice
 from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)
 
 
+# finished offsets kept at the front of a partition's list before it is cut
+_KEEP_FINISHED = 4096
+
+
 class _Partition:
-    __slots__ = ("committed", "done", "next_commit", "pending")
+    """``pending[head:]``: the offsets tracked and not finished, in order. Finished ones
+    before ``head`` are cut now and then: a batch's run finishes in one step, not one
+    ``popleft`` a record."""
+
+    __slots__ = ("committed", "done", "head", "next_commit", "pending")
 
     def __init__(self) -> None:
-        self.pending: deque[int] = deque()
+        self.pending: list[int] = []
+        self.head = 0
         self.done: set[int] = set()
         self.next_commit: int | None = None
         self.committed: int | None = None
+
+    def advance(self) -> None:
+        """Past every offset at the head that is finished out of order (in ``done``)."""
+        pending, done, head = self.pending, self.done, self.head
+        if done:
+            while head < len(pending) and pending[head] in done:
+                done.discard(pending[head])
+                self.next_commit = pending[head] + 1
+                head += 1
+        if head > _KEEP_FINISHED and head * 2 > len(pending):
+            del pending[:head]
+            head = 0
+        self.head = head
 
 
 class OffsetTracker(Generic[P]):
@@ -41,7 +61,7 @@ class OffsetTracker(Generic[P]):
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition()
-        if part.pending and offsets[0] <= part.pending[-1]:
+        if len(part.pending) > part.head and offsets[0] <= part.pending[-1]:
             raise ValueError(f"offset {offsets[0]} of {partition} tracked out of order")
         part.pending.extend(offsets)
 
@@ -51,28 +71,23 @@ class OffsetTracker(Generic[P]):
         if part is None:
             return  # partition was revoked meanwhile; its offsets are no longer ours
         part.done.add(offset)
-        while part.pending and part.pending[0] in part.done:
-            finished = part.pending.popleft()
-            part.done.discard(finished)
-            part.next_commit = finished + 1
+        part.advance()
 
     def done_many(self, partition: P, offsets: Sequence[int]) -> None:
-        """``done`` for each of ``offsets`` (in increasing order). The usual case, the oldest
-        pending run of the partition, moves the commit point without a set."""
+        """``done`` for each of ``offsets``: distinct offsets tracked and not yet done, in
+        increasing order. The usual case, the oldest pending run of the partition, moves the
+        commit point in one step, known from its ends: ``len(offsets)`` offsets from the
+        first to the last can only be the next ``len(offsets)`` pending ones."""
         part = self._parts.get(partition)
         if part is None or not offsets:
             return
-        pending, k = part.pending, len(offsets)
-        if pending and pending[0] == offsets[0] and list(islice(pending, k)) == list(offsets):
-            for _ in range(k):
-                pending.popleft()
+        pending, head, k = part.pending, part.head, len(offsets)
+        if head + k <= len(pending) and pending[head] == offsets[0] and pending[head + k - 1] == offsets[-1]:
+            part.head = head + k
             part.next_commit = offsets[-1] + 1
         else:
             part.done.update(offsets)
-        while pending and pending[0] in part.done:
-            finished = pending.popleft()
-            part.done.discard(finished)
-            part.next_commit = finished + 1
+        part.advance()
 
     def committable(self) -> dict[P, int]:
         """Offsets to commit now: partitions whose commit point moved since the last commit."""
@@ -89,7 +104,7 @@ class OffsetTracker(Generic[P]):
 
     def pending(self, partition: P | None = None) -> int:
         parts = self._parts.values() if partition is None else [self._parts.get(partition)]
-        return sum(len(p.pending) for p in parts if p is not None)
+        return sum(len(p.pending) - p.head for p in parts if p is not None)
 
     def forget(self, partitions: Iterable[P]) -> None:
         for p in partitions:

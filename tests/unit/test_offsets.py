@@ -107,3 +107,37 @@ def test_track_many_is_track_of_each_and_refuses_what_goes_back() -> None:
     with pytest.raises(ValueError, match="out of order"):
         many.track_many("p0", [13, 14])
     assert many.pending("p0") == 2  # 12 and 13: the refused run was not taken
+
+
+def test_a_long_run_of_batches_keeps_its_commit_points_while_finished_offsets_are_cut() -> None:
+    """Past a few thousand finished offsets the partition's list is cut: commit points,
+    pending counts and out-of-order finishes read the same across the cuts."""
+    import random
+
+    rng = random.Random(7)
+    offsets = sorted(rng.sample(range(60_000), 30_000))  # gaps, as transaction markers leave
+    tracker: OffsetTracker[str] = OffsetTracker()
+    tracker.track_many("p", offsets[:10_000])
+    runs, at = [], 0
+    while at < len(offsets):
+        size = rng.randint(1, 700)
+        runs.append(offsets[at:at + size])
+        at += size
+    done = 0
+    tracked = 10_000
+    i = 0
+    while i < len(runs):
+        # now and then two batches finish in the wrong order
+        pair = [runs[i + 1], runs[i]] if i + 1 < len(runs) and rng.random() < 0.2 else [runs[i]]
+        for run in pair:
+            while tracked < min(len(offsets), done + 12_000):  # the consumer reads ahead
+                tracker.track_many("p", offsets[tracked:tracked + 2_000])
+                tracked += len(offsets[tracked:tracked + 2_000])
+            tracker.done_many("p", run)
+        done += sum(map(len, pair))
+        i += len(pair)
+        assert tracker.committable() == {"p": offsets[done - 1] + 1}
+        assert tracker.pending("p") == tracked - done
+        tracker.mark_committed(tracker.committable())
+    assert done == len(offsets) and tracker.pending() == 0
+    assert len(tracker._parts["p"].pending) < len(offsets) // 2  # the finished ones were cut on the way
