@@ -240,11 +240,16 @@ class KafkaSink:
         failed: KafkaError | None = None
         headers, sizes = [], []
         shared, shared_list = None, list[tuple[str, bytes]]()  # one list for a run of the same headers
+        framing = 0  # what a record with these headers and no key or value weighs alone in a batch
         for i, record in enumerate(records):
             if record.headers is not shared:
                 shared, shared_list = record.headers, list(record.headers)
+                framing = _size(b"", b"", shared_list) + _LENGTHS_SLACK
             headers.append(shared_list)
-            sizes.append(size := _size(record.key, record.value, shared_list))
+            key = record.key
+            # at least the record's size alone in a batch (its key's and value's lengths
+            # grow their varints by a few bytes at most): asked exactly only near the limit
+            sizes.append(size := framing + len(record.value) + (len(key) if key is not None else 0))
             if record.topic != topic:
                 topic = record.topic
                 if (about := learned.get(topic)) is None:
@@ -262,10 +267,10 @@ class KafkaSink:
             if failed is not None:
                 deliveries[i] = _failed(failed)
                 continue
-            if (refused := self._refusal(record, size, limit)) is not None:
+            if size > limit and (refused := self._refusal(
+                    record, _size(key, record.value, shared_list), limit)) is not None:
                 deliveries[i] = refused
                 continue
-            key = record.key
             if key is None:
                 partition = int(self._partitioner(None, known, known))
             elif (partition := placed.get(key, -1)) < 0:
@@ -362,6 +367,8 @@ class KafkaSink:
 
 
 _size = DefaultRecordBatchBuilder.estimate_size_in_bytes  # a record alone in a batch, framing included
+# the most a key's and a value's length varints grow past those of empty ones (5 bytes each)
+_LENGTHS_SLACK = 10
 
 
 def _failed(exc: BaseException) -> Delivery:

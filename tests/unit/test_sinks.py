@@ -137,3 +137,34 @@ def test_a_topics_partitions_are_asked_once_a_call_however_its_topics_alternate(
         assert sorted(v for _, _, values in producer.batches for v in values) == sorted(r.value for r in records)
 
     asyncio.run(scenario())
+
+
+def test_a_record_at_its_topic_limit_is_sent_and_one_byte_over_refused() -> None:
+    # the weight send_many counts a record by is a bound a few bytes over its size; the
+    # exact size decides near the limit
+    from producers.sinks import _size
+
+    async def scenario() -> None:
+        record = OutRecord("out", b"x" * 5000, b"k", (("content-type", b"application/msgpack"),))
+        exact = _size(record.key, record.value, list(record.headers))
+        for limit, sent in ((exact, True), (exact - 1, False)):
+            producer = FakeProducer()
+            sink = sink_on(producer)
+            sink._limits["out"] = (limit, math.inf)
+            [outcome] = await outcomes_of([record], await sink.send_many([record]))
+            assert (outcome == "ok") is sent, (limit, outcome)
+            assert bool(producer.batches) is sent
+
+    asyncio.run(scenario())
+
+
+def test_the_weight_of_a_record_is_never_under_its_size_alone_in_a_batch() -> None:
+    from producers.sinks import _LENGTHS_SLACK, _size
+
+    for headers in ([], [("content-type", b"application/msgpack")], [("a", b"b" * 300)] * 3):
+        framing = _size(b"", b"", headers) + _LENGTHS_SLACK
+        for key_len in (0, 1, 63, 64, 8191, 8192, 20_000):
+            for value_len in (0, 1, 63, 64, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152):
+                key = b"k" * key_len if key_len else None
+                exact = _size(key, b"v" * value_len, headers)
+                assert exact <= framing + key_len + value_len <= exact + _LENGTHS_SLACK + 2
