@@ -44,6 +44,11 @@ class _Estimate:
 START_SIZE = 4
 CLEAR_WIN = 0.3  # a probe's first batch this much cheaper per item than the cap settles it
 CLEAR_LOSS = 0.3  # a probe's counted batch this much dearer per item than the cap ends it
+# a size whose warm-up took this much longer per item than the start (the cheapest warmed
+# size) is not tried, nor any larger: twice CLEAR_LOSS, as the warm-up is timed once, before
+# the worker reads (on this 2-core machine, EfficientNet-Lite0's warm-up put 4 at 0.9 to 1.5
+# times 2's cost a frame from one start to the next, and 16 at about twice 4's)
+WARMED_LOSS = 2 * CLEAR_LOSS
 
 
 def candidate_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -91,6 +96,8 @@ class BatchSizer:
         self._at = max(i for i, size in enumerate(self.sizes) if size <= START_SIZE)
         self._probe: int | None = None  # index being tried, or None
         self._since_explore = 0
+        # sizes the warm-up showed to be far dearer per item than the cheapest: never tried
+        self._ruled_out: set[int] = set()
 
     @property
     def cap(self) -> int:
@@ -111,6 +118,16 @@ class BatchSizer:
             fitting = [size for size, s in known.items() if not self.slo_s or s * size <= self.slo_s / 2]
             start = min(fitting, key=known.__getitem__) if fitting else min(known)
             self._at = self.sizes.index(start)
+            # a size far dearer than the start is not tried live, nor any beyond it (a
+            # CNN on a CPU only gets dearer per item past its best size): each of its
+            # probes costs a drain of frames as much as it loses. Live probes of 8 and 16
+            # frames of EfficientNet-Lite0 (the cap had climbed to 8 on a noisy win) ran
+            # at 1.4 and 2.6 times the cost of 4 a frame, and a drain of 800 frames with
+            # them in it went at 81 frames/s against 109-116 for fixed windows of 4 (2026-12-07)
+            best = known[start]
+            dear = [size for size, s in known.items() if size > start and s > best * (1 + WARMED_LOSS)]
+            if dear:
+                self._ruled_out = {i for i, size in enumerate(self.sizes) if size >= min(dear)}
 
     def per_item_ms(self) -> dict[int, float]:
         """The measured cost per item of each size tried so far."""
@@ -230,17 +247,19 @@ class BatchSizer:
             self._at = min(fitting, key=self._cost)
         # hill-climb: a neighbour of the cap not measured yet, the larger one first
         for index in (self._at + 1, self._at - 1):
-            if 0 <= index < len(self.sizes) and not self._estimates[self.sizes[index]].ever_settled \
-                    and self._fits(index):
+            if self._may_try(index) and not self._estimates[self.sizes[index]].ever_settled:
                 self._start_probe(index)
                 return
         if self._since_explore >= self._explore_every:
             # look again at a neighbour, alternating, as the machine changes under us
             around = (self._at - 1, self._at + 1) if self._since_explore % 2 else (self._at + 1, self._at - 1)
             for index in around:
-                if 0 <= index < len(self.sizes) and self._fits(index):
+                if self._may_try(index):
                     self._start_probe(index)
                     break
+
+    def _may_try(self, index: int) -> bool:
+        return 0 <= index < len(self.sizes) and index not in self._ruled_out and self._fits(index)
 
     def _start_probe(self, index: int) -> None:
         self._estimates[self.sizes[index]].samples = 0

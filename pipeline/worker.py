@@ -904,9 +904,10 @@ def _as_worker_exit(exc: BaseException) -> WorkerExit:
 
 
 def _warm_up_sizes(lane: _Lane, settings: WorkerSettings) -> list[int]:
-    """The sizes a lane's first batches take: the sizer's start and the sizes either side."""
+    """The sizes a lane's first batches take, and those its sizer may rule out by their
+    warm-up timings (``BatchSizer.warmed``): up to four times the sizer's start."""
     sizes = lane.sizer.sizes if lane.sizer is not None else candidate_sizes(settings.max_batch_size)
-    return [s for s in sizes if s <= 2 * START_SIZE]
+    return [s for s in sizes if s <= 4 * START_SIZE]
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

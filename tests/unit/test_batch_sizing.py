@@ -212,3 +212,30 @@ def test_a_batch_beside_other_sizes_ends_a_try_only_when_far_dearer_and_is_not_c
     assert sizer.observe_beside(8, 0.158) == 2  # 19.8 ms an item: the try ends, the other side is next
     assert sizer.per_item_ms()[8] == pytest.approx(19.75)
     assert sizer.observe_beside(2, 0.5) == 4  # 250 ms an item: that try ends too, back at the cap
+
+
+def test_sizes_the_warm_up_shows_far_dearer_than_the_start_are_never_tried_nor_any_beyond() -> None:
+    # EfficientNet-Lite0 on this CPU, two model threads: 16 warmed up twice as dear a frame as 4
+    timings = {1: 0.0193, 2: 0.0184, 4: 0.0155, 8: 0.0235, 16: 0.031}
+    sizer = BatchSizer(32, set_up_batches=2)
+    sizer.warmed(timings, timings)
+    assert sizer.cap == 4
+    caps = set()
+    for _ in range(2000):  # long enough for many re-explorations
+        cap = sizer.cap
+        caps.add(cap)
+        sizer.observe(cap, cap * {1: 0.024, 2: 0.021, 4: 0.019, 8: 0.026}[cap])
+    assert caps == {2, 4, 8}, caps  # the neighbours are still tried, again and again; 16 and 32 never
+    assert sizer.cap == 4
+
+
+def test_a_warm_up_without_a_far_dearer_size_rules_out_nothing() -> None:
+    timings = {1: 0.0193, 2: 0.0184, 4: 0.0155, 8: 0.0235}  # 8 within 60 % of 4: tried live
+    sizer = BatchSizer(32, set_up_batches=2)
+    sizer.warmed(timings, timings)
+    tried = set()
+    for _ in range(50):
+        cap = sizer.cap
+        tried.add(cap)
+        sizer.observe(cap, cap * 0.019)
+    assert 8 in tried, tried
