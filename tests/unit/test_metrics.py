@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from pipeline.metrics import Drain, Histogram
 
 
@@ -114,3 +116,21 @@ def test_observing_a_batch_of_values_counts_what_observing_each_counts() -> None
     assert batch.counts == one_by_one.counts and batch.n == one_by_one.n == 7
     assert math.isclose(batch.total, one_by_one.total)
     assert batch.buckets()[-1] == ("+Inf", 7) and batch.buckets()[0] == ("0.0001", 2)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_observing_random_batches_counts_what_observing_each_counts(seed: int) -> None:
+    import random
+
+    from pipeline.metrics import LATENCY_BUCKETS_S
+
+    rng = random.Random(seed)
+    one_by_one, batch = Histogram(), Histogram()
+    for _ in range(30):
+        values = [rng.choice([rng.choice(LATENCY_BUCKETS_S), rng.uniform(0, 70), rng.expovariate(20), -1.0])
+                  for _ in range(rng.randint(0, 300))]  # bounds themselves, and below the first
+        for value in values:
+            one_by_one.observe(value)
+        batch.observe_many(values)
+    assert batch.counts == one_by_one.counts and batch.n == one_by_one.n
+    assert math.isclose(batch.total, one_by_one.total)
