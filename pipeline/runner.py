@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import statistics
 import threading
 import time
@@ -114,19 +113,19 @@ class Runner:
                     module, self.device, None if example is None else example.to(self.device))
         self._started = True
 
-    async def warm_up(self, lane: str, sizes: Sequence[int], set_up_runs: int = 2,
-                      timed_runs: int = 3) -> dict[InputKind, dict[int, float]]:
+    async def warm_up(self, lane: str, sizes: Sequence[int], set_up_runs: int = 2) -> dict[InputKind, dict[int, float]]:
         """Run every model that gives an example input (``example_input``) on each of
-        ``lane``'s model threads at each of ``sizes``: ``set_up_runs`` batches, then
-        ``timed_runs`` timed, of which the quickest counts (the adaptive sizer rules out
-        sizes far dearer than the cheapest by these timings: one slow run must not do it).
-        Each thread sets up its own kernels for each shape (a frozen graph profiles a shape
-        on its first call and optimises it on its second: EfficientNet-Lite0 at batch 1 took
-        23, 14, then 9 ms on one thread here), so this is what a lane's first batches of a
-        size would otherwise pay on live records. The threads run each size at the same
-        time, as they do under load. Returns, per kind, the seconds per item of each size's
-        quickest timed batch (the median over the threads); a size a model fails on is left
-        out, with a warning: warming up never stops a worker."""
+        ``lane``'s model threads at each of ``sizes``: ``set_up_runs`` batches, then one
+        timed (three timed, the quickest counting, made a frozen EfficientNet-Lite0 on one
+        model thread of 2 intra-op threads drain 61-65 frames/s afterwards against 91-98:
+        more calls of a graph per shape are not free). Each thread sets up its own kernels
+        for each shape (a frozen graph profiles
+        a shape on its first call and optimises it on its second: EfficientNet-Lite0 at
+        batch 1 took 23, 14, then 9 ms on one thread here), so this is what a lane's first
+        batches of a size would otherwise pay on live records. The threads run each size at
+        the same time, as they do under load. Returns, per kind, the seconds per item of
+        each size's timed batch (the median over the threads); a size a model fails on is
+        left out, with a warning: warming up never stops a worker."""
         examples = {kind: example for kind, model in self.models.items()
                     if isinstance(example := getattr(model, "example_input", lambda: None)(), torch.Tensor)}
         if not examples or not sizes:
@@ -135,8 +134,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         executor = self._executor(lane)
         per_thread = await asyncio.gather(*(
-            loop.run_in_executor(executor, self._warm_up_sync, examples, tuple(sizes), set_up_runs, timed_runs,
-                                 together)
+            loop.run_in_executor(executor, self._warm_up_sync, examples, tuple(sizes), set_up_runs, together)
             for _ in range(self.streams)))
         timings: dict[InputKind, dict[int, float]] = {}
         for kind in examples:
@@ -147,7 +145,7 @@ class Runner:
         return timings
 
     def _warm_up_sync(self, examples: Mapping[InputKind, torch.Tensor], sizes: Sequence[int], set_up_runs: int,
-                      timed_runs: int, together: threading.Barrier) -> dict[InputKind, dict[int, float]]:
+                      together: threading.Barrier) -> dict[InputKind, dict[int, float]]:
         timings: dict[InputKind, dict[int, float]] = {}
         for kind, example in examples.items():
             model = self.models[kind]
@@ -162,12 +160,9 @@ class Runner:
                 try:
                     for _ in range(set_up_runs):
                         self._infer(model, batch)
-                    quickest = math.inf
-                    for _ in range(max(1, timed_runs)):
-                        start = time.perf_counter()
-                        self._infer(model, batch)
-                        quickest = min(quickest, time.perf_counter() - start)
-                    timings.setdefault(kind, {})[size] = quickest
+                    start = time.perf_counter()
+                    self._infer(model, batch)
+                    timings.setdefault(kind, {})[size] = time.perf_counter() - start
                 except Exception as exc:
                     log.warning("model %s failed to warm up at batch %d (%s: %s); its first batches of that "
                                 "size set it up", model.name, size, type(exc).__name__, exc)
