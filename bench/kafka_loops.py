@@ -119,12 +119,11 @@ async def naive_loop(bootstrap: str, topic: str, kind: str, n: int) -> float:
         for _ in range(n):
             r = await consumer.getone()
             started = started or time.perf_counter()
-            record = r
-            event = outcomes.decode(record)
+            event = outcomes.decode(r)
             assert not isinstance(event, DecodeError), event
             [inference] = runner.run_sync([event])
             now = wall_ms()
-            outcome = outcomes.result(record, event, inference, received_ms=now, closed_ms=now, produced_ms=now,
+            outcome = outcomes.result(r, event, inference, received_ms=now, closed_ms=now, produced_ms=now,
                                       batch_size=1)
             await producer.send_and_wait(outcome.record.topic, outcome.record.value, key=outcome.record.key,
                                          headers=list(outcome.record.headers))

@@ -120,10 +120,11 @@ class BatchSizer:
             self._at = self.sizes.index(start)
             # a size far dearer than the start is not tried live, nor any beyond it (a
             # CNN on a CPU only gets dearer per item past its best size): each of its
-            # probes costs a drain of frames as much as it loses. Live probes of 8 and 16
-            # frames of EfficientNet-Lite0 (the cap had climbed to 8 on a noisy win) ran
-            # at 1.4 and 2.6 times the cost of 4 a frame, and a drain of 800 frames with
-            # them in it went at 81 frames/s against 109-116 for fixed windows of 4 (2026-12-07)
+            # probes costs a drain of frames as much as it loses. EfficientNet-Lite0 alone on
+            # 2 x 1 threads runs batch 8 and 16 at 1.4 and 2.6 times 4's cost a frame (the
+            # suite's model table of a04f96b); a live probe of 16, after the cap had climbed
+            # to 8 on a noisy win, cost 1.9 times 4's, and that drain of 800 frames went at
+            # 81 frames/s against 88-116 for fixed windows of 4 (2026-12-07)
             best = known[start]
             dear = [size for size, s in known.items() if size > start and s > best * (1 + WARMED_LOSS)]
             if dear:

@@ -32,7 +32,6 @@ from pipeline.runner import Outcome as Inference
 from pipeline.tracing import HeaderTracer, OtelTracer, carries_trace
 from producers.sinks import OutRecord, max_request_bytes
 from schemas.codec import (
-    CONTENT_TYPE_HEADER,
     MSGPACK,
     InputRefWire,
     Limits,
@@ -171,10 +170,8 @@ class Outcomes:
         append = outcomes.append
         for source, event, inference, received in zip(sources, events, inferences, received_ms, strict=True):
             outputs = inference.outputs
-            headers_in = source.headers  # a content type alone (the usual) carries no trace: not asked
             if (inference.error is None and type(outputs) is dict and _flat_finite(outputs, inference.output_fields)
-                    and (not headers_in or (len(headers_in) == 1 and headers_in[0][0] == CONTENT_TYPE_HEADER)
-                         or not carries_trace(headers_in))):
+                    and not carries_trace(source.headers)):
                 key = source.key
                 if type(event) is Transaction:  # the usual input: its fields, not the properties' calls
                     kind, id_, event_ms = "transaction", event.id, event.timestamp_ms

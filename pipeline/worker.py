@@ -743,20 +743,14 @@ class Worker:
         if waiting := [delivery for delivery in deliveries if not delivery.done()]:
             await asyncio.wait(waiting)
         outcomes = sent.outcomes
-        if all(not delivery.cancelled() and delivery.exception() is None for delivery in deliveries):
-            results = [outcome.reason for outcome in outcomes].count(None)
-            if results < len(outcomes):
-                for outcome in outcomes:
-                    if outcome.reason is not None:
-                        self.stats.count(outcome)
-        else:
-            results = 0
-            for outcome, delivery in zip(outcomes, sent.deliveries, strict=True):
-                if delivery.cancelled() or delivery.exception() is not None:
-                    outcome = await self._delivered(outcome, delivery)
-                if outcome.reason is None:
-                    results += 1  # counted once per batch: this loop is per record
-                else:
+        if any(delivery.cancelled() or delivery.exception() is not None for delivery in deliveries):
+            outcomes = [await self._delivered(outcome, delivery)
+                        if delivery.cancelled() or delivery.exception() is not None else outcome
+                        for outcome, delivery in zip(outcomes, sent.deliveries, strict=True)]
+        results = [outcome.reason for outcome in outcomes].count(None)
+        if results < len(outcomes):
+            for outcome in outcomes:
+                if outcome.reason is not None:
                     self.stats.count(outcome)
         self.stats.results += results
         self.produce_s.observe(time.perf_counter() - sent.sent_at)  # before any await: counted with the results
