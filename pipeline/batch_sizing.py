@@ -13,7 +13,8 @@ worker started on a backlog gets there in a few dozen batches; one whose very fi
 batch, set-up and all, is cheaper per item by far settles on it, and one batch dearer by
 far ends the try), and the cap moves to whichever is cheaper; once both neighbours are
 known, one of them is tried again now and then, since the machine (other lanes, other
-processes) changes under it. Only full batches say much about a size, so only batches
+processes) changes under it (a size the warm-up ruled out, only at every tenth
+time: see ``warmed``). Only full batches say much about a size, so only batches
 whose size is one of the candidates are counted, and not the first of each size on each
 model thread unless the worker warmed it up: it pays for setting up the model's kernels
 for that shape. When the cap comes down, the worker cuts the batches already closed at
@@ -49,6 +50,13 @@ CLEAR_LOSS = 0.3  # a probe's counted batch this much dearer per item than the c
 # the worker reads (on this 2-core machine, EfficientNet-Lite0's warm-up put 4 at 0.9 to 1.5
 # times 2's cost a frame from one start to the next, and 16 at about twice 4's)
 WARMED_LOSS = 2 * CLEAR_LOSS
+# a size ruled out so is still tried live at every this many re-explorations, when it is the
+# cap's neighbour: the warm-up timed it once, before the worker read, and a start-up beside
+# other busy processes (replicas warming up together) can make a size look far dearer than it
+# is. With frames at batch 4 and the default ``explore_every`` that is one batch of the size in
+# about 2,000 (a dear one ends its try on its first batch), and a size that wins live is no
+# longer ruled out
+RETRY_RULED_OUT_EVERY = 10
 
 
 def candidate_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -96,7 +104,9 @@ class BatchSizer:
         self._at = max(i for i, size in enumerate(self.sizes) if size <= START_SIZE)
         self._probe: int | None = None  # index being tried, or None
         self._since_explore = 0
-        # sizes the warm-up showed to be far dearer per item than the cheapest: never tried
+        self._explorations = 0
+        # sizes the warm-up showed to be far dearer per item than the cheapest: tried only at
+        # every RETRY_RULED_OUT_EVERY-th re-exploration
         self._ruled_out: set[int] = set()
 
     @property
@@ -118,7 +128,8 @@ class BatchSizer:
             fitting = [size for size, s in known.items() if not self.slo_s or s * size <= self.slo_s / 2]
             start = min(fitting, key=known.__getitem__) if fitting else min(known)
             self._at = self.sizes.index(start)
-            # a size far dearer than the start is not tried live, nor any beyond it (a
+            # a size far dearer than the start is not tried live, nor any beyond it, but
+            # at every RETRY_RULED_OUT_EVERY-th re-exploration (a
             # CNN on a CPU only gets dearer per item past its best size): each of its
             # probes costs a drain of frames as much as it loses. EfficientNet-Lite0 alone on
             # 2 x 1 threads runs batch 8 and 16 at 1.4 and 2.6 times 4's cost a frame (the
@@ -246,6 +257,7 @@ class BatchSizer:
         # the current cap stays while it is within the margin (noise is not a reason to move)
         if self._at not in fitting or self._cost(self._at) > best * (1 + self._margin):
             self._at = min(fitting, key=self._cost)
+        self._ruled_out.discard(self._at)  # it won live: the warm-up's judgement is outdated
         # hill-climb: a neighbour of the cap not measured yet, the larger one first
         for index in (self._at + 1, self._at - 1):
             if self._may_try(index) and not self._estimates[self.sizes[index]].ever_settled:
@@ -253,14 +265,17 @@ class BatchSizer:
                 return
         if self._since_explore >= self._explore_every:
             # look again at a neighbour, alternating, as the machine changes under us
-            around = (self._at - 1, self._at + 1) if self._since_explore % 2 else (self._at + 1, self._at - 1)
+            self._explorations += 1
+            retry = self._explorations % RETRY_RULED_OUT_EVERY == 0
+            around = (self._at - 1, self._at + 1) if self._explorations % 2 else (self._at + 1, self._at - 1)
             for index in around:
-                if self._may_try(index):
+                if self._may_try(index, retry_ruled_out=retry):
                     self._start_probe(index)
                     break
 
-    def _may_try(self, index: int) -> bool:
-        return 0 <= index < len(self.sizes) and index not in self._ruled_out and self._fits(index)
+    def _may_try(self, index: int, *, retry_ruled_out: bool = False) -> bool:
+        return (0 <= index < len(self.sizes) and (retry_ruled_out or index not in self._ruled_out)
+                and self._fits(index))
 
     def _start_probe(self, index: int) -> None:
         self._estimates[self.sizes[index]].samples = 0

@@ -214,19 +214,39 @@ def test_a_batch_beside_other_sizes_ends_a_try_only_when_far_dearer_and_is_not_c
     assert sizer.observe_beside(2, 0.5) == 4  # 250 ms an item: that try ends too, back at the cap
 
 
-def test_sizes_the_warm_up_shows_far_dearer_than_the_start_are_never_tried_nor_any_beyond() -> None:
+def test_sizes_the_warm_up_shows_far_dearer_are_tried_only_at_every_tenth_re_exploration() -> None:
     # EfficientNet-Lite0 on this CPU, two model threads: 16 warmed up twice as dear a frame as 4
     timings = {1: 0.0193, 2: 0.0184, 4: 0.0155, 8: 0.0235, 16: 0.031}
-    sizer = BatchSizer(32, set_up_batches=2)
+    sizer = BatchSizer(32, set_up_batches=2, explore_every=50)
     sizer.warmed(timings, timings)
     assert sizer.cap == 4
-    caps = set()
-    for _ in range(2000):  # long enough for many re-explorations
+    live = {1: 0.024, 2: 0.021, 4: 0.019, 8: 0.015, 16: 0.040, 32: 0.050}  # 8 wins live, 16 stays dear
+    caps: list[int] = []
+    for _ in range(3000):
         cap = sizer.cap
-        caps.add(cap)
-        sizer.observe(cap, cap * {1: 0.024, 2: 0.021, 4: 0.019, 8: 0.026}[cap])
-    assert caps == {2, 4, 8}, caps  # the neighbours are still tried, again and again; 16 and 32 never
-    assert sizer.cap == 4
+        caps.append(cap)
+        sizer.observe(cap, cap * live[cap])
+    assert 32 not in caps  # never the cap's neighbour: 16 never won
+    first_16 = caps.index(16)
+    # 8 became the cap early; 16, its ruled-out neighbour, waited for the tenth re-exploration
+    assert first_16 > 10 * 50, first_16
+    assert caps[first_16 + 1] == 8  # far dearer on its one batch: the try ended there
+    assert caps.count(16) == len([i for i, c in enumerate(caps) if c == 16 and caps[i - 1] != 16])
+    assert sizer.cap == 8
+
+
+def test_a_ruled_out_size_that_wins_live_is_the_cap_and_no_longer_ruled_out() -> None:
+    # a warm-up beside other busy processes made 8 look far dearer than 4; live it is cheaper
+    timings = {1: 0.020, 2: 0.018, 4: 0.015, 8: 0.030}
+    sizer = BatchSizer(8, set_up_batches=1, explore_every=20)
+    sizer.warmed(timings, timings)
+    live = {1: 0.020, 2: 0.018, 4: 0.015, 8: 0.010}
+    caps = drive(sizer, lambda size: size * live[size], 600)
+    first_8 = caps.index(8)
+    assert first_8 > 10 * 20, first_8  # not before the tenth re-exploration
+    assert set(caps[first_8 + 10:]) <= {4, 8} and caps[-1] == 8
+    # no longer ruled out: from then on it is tried as any neighbour, so it stays the cap
+    assert caps[first_8 + 10:].count(8) > 0.9 * len(caps[first_8 + 10:])
 
 
 def test_a_warm_up_without_a_far_dearer_size_rules_out_nothing() -> None:
