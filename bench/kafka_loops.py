@@ -81,9 +81,11 @@ async def kafka_ceiling(bootstrap: str, topic: str, n: int, depth: int = CEILING
                     batch = producer.create_batch()
                     for r in records:
                         if batch.append(key=r.key, value=r.value, timestamp=None) is None:  # full: send it
+                            batch.close()  # as the sink does: full, it goes at once
                             acks.append(await producer.send_batch(batch, out, partition=tp.partition))
                             batch = producer.create_batch()
                             batch.append(key=r.key, value=r.value, timestamp=None)
+                    batch.close()
                     acks.append(await producer.send_batch(batch, out, partition=tp.partition))
                 count = sum(len(records) for records in polled.values())
                 polled_count += count

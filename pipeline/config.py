@@ -174,7 +174,9 @@ class WorkerSettings(KafkaSettings):
     )
 
     producer_linger_ms: int = Field(
-        2, ge=0, le=10_000, description="how long the results producer waits to fill a batch (Kafka's linger.ms)"
+        2, ge=0, le=10_000,
+        description="how long the results producer waits to fill a batch (Kafka's linger.ms): for records sent one "
+        "at a time (exactly-once, resends); a batch's results go out at once, as full record batches",
     )
     producer_batch_bytes: int = Field(
         262_144, ge=1024, description="the results producer's batch size per partition (Kafka's batch.size)"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer
@@ -63,6 +64,27 @@ def test_send_many_delivers_every_record_where_send_would_put_its_key(kafka_boot
         for key in placed:
             values = [v for _, k, v in batched if k == key]
             assert values == [r.value for r in records if r.key == key]
+
+    asyncio.run(scenario())
+
+
+def test_records_sent_together_go_out_at_once_whatever_the_linger(kafka_bootstrap: str) -> None:
+    """A record batch of ``send_many`` is full already: it is not held for ``linger_ms``,
+    nor is the partition's next one held behind it."""
+    async def scenario() -> None:
+        topic = await _topic(kafka_bootstrap)
+        sink = KafkaSink({"bootstrap_servers": kafka_bootstrap}, "sink-test", 1_048_576, linger_ms=5_000)
+        await sink.start()
+        try:
+            await asyncio.gather(*await sink.send_many([OutRecord(topic, b"warm", b"k")]))  # metadata, producer id
+            started = time.monotonic()
+            for round_ in range(3):  # each round's batches after the one before, to the same partitions
+                records = [OutRecord(topic, f"{round_}-{i}".encode(), f"key-{i % 7}".encode()) for i in range(50)]
+                async with asyncio.timeout(2.5):  # against 5 s a round, had they lingered
+                    await asyncio.gather(*await sink.send_many(records))
+            assert time.monotonic() - started < 2.5
+        finally:
+            await sink.stop()
 
     asyncio.run(scenario())
 

@@ -17,10 +17,15 @@ BAD = b"bad"
 class FakeBatch:
     def __init__(self) -> None:
         self.values: list[bytes] = []
+        self.closed = False
 
     def append(self, *, key: bytes | None, value: bytes, timestamp: None, headers: list[Any]) -> object:
+        assert not self.closed, "appended to after it was closed"
         self.values.append(value)
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
     def size(self) -> int:
         return 61 + sum(len(v) + 20 for v in self.values)
@@ -43,6 +48,7 @@ class FakeProducer:
         return FakeBatch()
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        assert batch.closed, "sent open: aiokafka would hold it for linger_ms"
         self.batches.append((topic, partition, batch.values))
         return self._future(BAD in batch.values)
 
