@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import create_outputs, default_model, fresh_settings, held_copy, worker_processes
+from bench.machine_load import MachineLoad
 from consumers.results_reader import read_results
 from pipeline.latency import latency_summary_ms
 from pipeline.topics import create_topics, wait_for_group
@@ -138,10 +139,12 @@ async def latency(bootstrap: str, kind: str, rate_per_s: float, seconds: float, 
     n = max(1, int(rate_per_s * (warmup_s + seconds)))
     async with worker_processes(settings, 1, cwd=cwd):
         await wait_for_group(settings, settings.group_id, 1, timeout_s=120)
-        feeder = asyncio.create_task(publish(paced_events(kind, n, seed), bootstrap=bootstrap,
-                                             topic=settings.input_topics[0], rate_per_s=rate_per_s, progress=False))
-        results = await collect_results(bootstrap, settings.results_topic, n)
-        report = await feeder
+        with MachineLoad() as load:  # while events are sent and served: broker, worker and publisher
+            feeder = asyncio.create_task(publish(paced_events(kind, n, seed), bootstrap=bootstrap,
+                                                 topic=settings.input_topics[0], rate_per_s=rate_per_s,
+                                                 progress=False))
+            results = await collect_results(bootstrap, settings.results_topic, n)
+            report = await feeder
     since = min(r.timings.event_ms for r in results) + warmup_s * 1000
     steady = [r for r in results if r.timings.event_ms >= since] or results
     warm = [r for r in results if r.timings.event_ms < since]
@@ -149,4 +152,5 @@ async def latency(bootstrap: str, kind: str, rate_per_s: float, seconds: float, 
     return {"rate_per_s": rate_per_s, "sent_per_s": round(report.rate_per_s, 1), "n": len(steady),
             "mean_batch_size": round(sum(r.batch_size for r in steady) / len(steady), 2),
             "stages_ms": steady_stages, "p99_bound_ms": p99_bound_ms(settings.max_wait_ms, steady_stages),
+            "machine_busy_cores": load.summary(),
             "warmup": {"seconds": warmup_s, "n": len(warm), "stages_ms": stages(warm) if warm else None}}

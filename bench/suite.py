@@ -104,8 +104,13 @@ def _latency(bootstrap: str, kind: str, capacity: float, seconds: float,
             bound = row["p99_bound_ms"]
             progress.step(f"{kind:<11} {load:>4}x capacity ({row['rate_per_s']:,.0f}/s{short}) {batching:<8}: "
                           f"end to end p50 {e2e['p50']:.0f} p99 {e2e['p99']:.0f} (bound {bound}) max {e2e['max']} ms, "
-                          f"mean batch {row['mean_batch_size']} (warm-up second: p99 {warm_p99:.0f} ms)")
+                          f"mean batch {row['mean_batch_size']} (warm-up second: p99 {warm_p99:.0f} ms)"
+                          f"{_busy_text(row['machine_busy_cores'])}")
     return rows
+
+
+def _busy_text(busy: dict[str, float] | None) -> str:
+    return f", machine {busy['median']} cores busy (p90 {busy['p90']})" if busy else ""
 
 
 def run_all(bootstrap: str, out_dir: Path, *, reps: int = 2, transactions: int = 100_000, frames: int = 800,

@@ -39,6 +39,7 @@ class FakeProducer:
         self.singles: list[bytes] = []
         self.asked: list[str] = []  # partitions_for, by topic
         self.down = False
+        self.sent_closed: list[bool] = []  # per send_batch: was the batch closed (sent at once)
 
     async def partitions_for(self, topic: str) -> set[int]:
         self.asked.append(topic)
@@ -48,7 +49,7 @@ class FakeProducer:
         return FakeBatch()
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        assert batch.closed, "sent open: aiokafka would hold it for linger_ms"
+        self.sent_closed.append(batch.closed)
         self.batches.append((topic, partition, batch.values))
         return self._future(BAD in batch.values)
 
@@ -67,8 +68,8 @@ class FakeProducer:
         return future
 
 
-def sink_on(producer: FakeProducer) -> KafkaSink:
-    sink = KafkaSink({"bootstrap_servers": "unused:9092"}, "test", 1_048_576)
+def sink_on(producer: FakeProducer, send_at_once: bool = True) -> KafkaSink:
+    sink = KafkaSink({"bootstrap_servers": "unused:9092"}, "test", 1_048_576, send_at_once=send_at_once)
     sink._producer = producer  # type: ignore[assignment]
     sink._limits["out"] = (1_048_576, math.inf)  # known: no DescribeConfigs
     return sink
@@ -82,11 +83,22 @@ def test_one_record_batch_per_partition_and_keys_stay_together() -> None:
         outcomes = await asyncio.gather(*deliveries)
         assert outcomes == ["ok"] * 50 and producer.singles == []
         assert len(producer.batches) == len({p for _, p, _ in producer.batches}) <= 3
+        assert producer.sent_closed == [True] * len(producer.batches)  # closed: aiokafka sends them at once
         # a record batch's records share its delivery: one per batch
         assert len(set(deliveries)) == len(producer.batches)
         where = {v: p for _, p, values in producer.batches for v in values}
         for key in {r.key for r in records}:
             assert len({where[r.value] for r in records if r.key == key}) == 1
+
+    asyncio.run(scenario())
+
+
+def test_batches_are_left_open_to_linger_when_the_sink_is_told_so() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        records = [OutRecord("out", f"v{i}".encode(), f"k{i % 5}".encode()) for i in range(20)]
+        await asyncio.gather(*await sink_on(producer, send_at_once=False).send_many(records))
+        assert producer.batches and producer.sent_closed == [False] * len(producer.batches)
 
     asyncio.run(scenario())
 
