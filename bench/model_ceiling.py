@@ -65,11 +65,18 @@ class ModelBench:
         assert all(o.error is None for o in outcomes)
 
     def forward_per_s(self, batch_size: int, threads: int, streams: int = 1) -> float:
-        batches = [torch.stack(self.tensors[at:at + batch_size]) for at in range(0, len(self.tensors), batch_size)]
+        """The forward pass alone, as the worker's runner makes it (on its device, in its
+        layout and precision), the batches already there: on a GPU, no host copy timed."""
+        runner = self.runner
+        accel = runner.acceleration
+        batches = [accel.layout(accel.padded(torch.stack(self.tensors[at:at + batch_size]))[0].to(runner.device))
+                   for at in range(0, len(self.tensors), batch_size)]
 
         def forward(batch: torch.Tensor) -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), accel.autocast(runner.device):
                 self.model.forward(batch)
+            if runner.device.type == "cuda":
+                torch.cuda.synchronize(runner.device)  # its kernels done, not only queued
 
         return len(self.tensors) / _timed(forward, batches, threads, streams)
 

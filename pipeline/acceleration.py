@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ log = logging.getLogger("streaminfer.runner")
 Precision = Literal["fp32", "fp16", "bf16"]
 Graph = Literal["auto", "eager"]
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# inductor compiles its kernels' C launchers (and, on a CPU, the kernels) with one of these
+_C_COMPILERS = ("cc", "gcc", "clang")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +48,16 @@ class Acceleration:
     graph: Graph = "auto"
 
     def check(self, device: torch.device) -> None:
-        """Refuse a combination the device cannot run, at start-up, in one line."""
+        """Refuse a combination the device cannot run, at start-up, in one line (each would
+        otherwise fail every batch, and every record would become a dead letter)."""
         if self.precision == "fp16" and device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device; on a CPU use bf16")
+        if self.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"--precision bf16: {torch.cuda.get_device_name(device)} does not run bfloat16; "
+                             "use fp16")
+        if self.compile and self.compile_backend == "inductor" and not any(map(shutil.which, _C_COMPILERS)):
+            raise ValueError("--compile builds its kernels with a C compiler, and none is on PATH "
+                             f"(looked for {', '.join(_C_COMPILERS)}): install gcc, or run without --compile")
 
     def prepare(self, module: torch.nn.Module, device: torch.device | None = None,
                 example: torch.Tensor | None = None) -> torch.nn.Module:
@@ -56,6 +66,7 @@ class Acceleration:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.compile:
+            allow_recompiles(len(bucket_sizes(self.max_batch_size)))
             return torch.compile(module, dynamic=False, backend=self.compile_backend)  # type: ignore[return-value]
         if (self.graph == "auto" and example is not None and self.precision == "fp32"
                 and (device is None or device.type == "cpu")):
@@ -117,6 +128,24 @@ def freeze_for_inference(module: torch.nn.Module, example: torch.Tensor) -> torc
         log.warning("%s runs eager: no frozen graph of it (%s: %s)", name, type(exc).__name__, exc)
         return module
     return graph  # type: ignore[no-any-return]
+
+
+def bucket_sizes(bound: int) -> list[int]:
+    """Every size ``bucket`` pads to under ``bound``: the powers of two below it, and it."""
+    sizes = [1]
+    while sizes[-1] * 2 < bound:
+        sizes.append(sizes[-1] * 2)
+    return sizes if sizes[-1] == bound else [*sizes, bound]
+
+
+def allow_recompiles(graphs: int) -> None:
+    """Let ``torch.compile`` keep ``graphs`` static-shape graphs of one forward. Past its
+    recompile limit (8) torch runs the forward eager from then on, without an error: with
+    batches up to 1024 (11 buckets) the sizes 256 to 1024, the ones a GPU runs best, were
+    never compiled. The limit is process-wide; it is only ever raised here."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), graphs))
 
 
 def bucket(n: int, bound: int) -> int:

@@ -4,7 +4,7 @@ Only the infrastructure ends a worker; a bad input never does (it becomes a dead
 letter). Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 a bug in the worker (traceback),
 2 bad configuration or model file, 3 broker unreachable past the deadline,
 4 authentication or authorization refused (or the broker's certificate untrusted),
-5 the cluster changed under the worker.
+5 the cluster changed under the worker, 6 the accelerator failed (its context unusable).
 """
 
 from __future__ import annotations
@@ -64,3 +64,17 @@ class ClusterChanged(WorkerExit):
         )
         self.expected = expected
         self.found = found
+
+
+class DeviceFailed(WorkerExit):
+    """The model's device failed in a way that leaves it unusable for this process (a CUDA
+    error: an illegal memory access, a device-side assert): every later batch would fail
+    too, and bisecting the batch cannot find a guilty item on a device that runs nothing.
+    The worker stops without committing the batch, so its records are read again by the
+    worker that takes the partitions over, or by this one restarted with a fresh context."""
+
+    exit_code = 6
+
+    def __init__(self, model_name: str, cause: BaseException) -> None:
+        super().__init__(f"the device failed under model {model_name!r}, and a failed device runs nothing more "
+                         f"in this process: {describe(cause)} (the batch is not committed; a restart replays it)")

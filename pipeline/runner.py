@@ -26,6 +26,7 @@ import torch
 
 from pipeline.acceleration import Acceleration
 from pipeline.allocator import keep_freed_memory
+from pipeline.exceptions import DeviceFailed
 from pipeline.models.base import ItemRejected, Model
 from schemas.errors import DecodeError, Reason
 from schemas.models import Frame, InputKind, Transaction, wall_ms
@@ -328,6 +329,8 @@ class Runner:
         try:
             return self._infer(model, tensors)
         except Exception as exc:
+            if is_device_failure(exc):
+                raise DeviceFailed(model.name, exc) from exc
             if is_out_of_memory(exc):
                 self._release_cached_memory()
                 if len(tensors) == 1:
@@ -387,6 +390,21 @@ def _timed(run: Callable[[Any], list[Outcome]], arg: Any) -> tuple[list[Outcome]
 
 
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+# torch raises AcceleratorError for a CUDA error (torch 2.8 on); before it, a RuntimeError
+# whose message says so
+_ACCELERATOR_ERROR: type[BaseException] | None = getattr(torch, "AcceleratorError", None)
+
+
+def is_device_failure(exc: BaseException) -> bool:
+    """A CUDA error other than running out of memory: the device's context is unusable
+    from then on (every later call fails too), so no batch and no item is to blame."""
+    if is_out_of_memory(exc):
+        return False
+    if _ACCELERATOR_ERROR is not None and isinstance(exc, _ACCELERATOR_ERROR):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA error" in str(exc)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

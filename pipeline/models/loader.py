@@ -135,4 +135,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ModelError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return resolved

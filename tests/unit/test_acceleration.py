@@ -88,6 +88,45 @@ def test_a_compiled_model_runs_bucketed_batches_and_answers_only_the_real_rows()
     assert model.seen == [4, 8, 8]
 
 
+_COMPILED: list[int] = []  # the batch size of each graph the counting backend was given
+
+
+@torch._dynamo.register_backend  # type: ignore[misc]
+def counting(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+    _COMPILED.append(example_inputs[0].shape[0] if example_inputs else -1)
+    return gm.forward
+
+
+class Tripler(Doubler):
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.module.weight.fill_(3.0)
+
+
+def test_every_bucket_up_to_1024_is_compiled_not_only_the_first_eight() -> None:
+    torch._dynamo.reset()  # its cache is per code object: other tests compiled nn.Linear's forward too
+    _COMPILED.clear()
+    runner = Runner({"transaction": Tripler()}, CPU,
+                    acceleration=Acceleration(compile=True, max_batch_size=1024, compile_backend="counting"))
+    runner.start()
+    sizes = [1, 2, 3, 7, 9, 17, 33, 65, 129, 257, 513, 1000]  # one batch in each of the 11 buckets
+    for n in sizes:
+        items = [Transaction(id=f"t{i}", account_id="a", timestamp_ms=1, amount=float(i), currency="EUR")
+                 for i in range(n)]
+        assert [o.outputs for o in runner.run_sync(items)] == [{"y": 3.0 * i} for i in range(n)]
+    # torch's own limit is 8 graphs: past it the forward ran eager, and 256-1024 never compiled
+    assert sorted(set(_COMPILED)) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    torch._dynamo.reset()
+
+
+def test_compile_without_a_c_compiler_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline.acceleration.shutil.which", lambda name: None)
+    with pytest.raises(ValueError, match="C compiler"):
+        Acceleration(compile=True).check(CPU)
+    Acceleration(compile=True, compile_backend="eager").check(CPU)  # no compiler needed: runs
+
+
 def test_the_worker_refuses_fp16_without_cuda_as_configuration() -> None:
     from pipeline.app import build_worker
     from pipeline.config import WorkerSettings

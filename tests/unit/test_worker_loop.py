@@ -22,7 +22,7 @@ from consumers.source import Record
 from consumers.testing import MemorySource
 from pipeline.batcher import Batch, Batcher, CloseReason
 from pipeline.config import WorkerSettings
-from pipeline.exceptions import BrokerUnavailable, ClusterChanged
+from pipeline.exceptions import BrokerUnavailable, ClusterChanged, DeviceFailed
 from pipeline.inflight import WorkItem
 from pipeline.runner import Runner
 from pipeline.worker import Worker, WorkerStats, _Ahead, _Lane
@@ -150,6 +150,40 @@ def test_every_input_gets_one_outcome_and_offsets_commit_after_acks() -> None:
         assert sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(40))
         assert reasons(sink) == ["malformed_msgpack"]
         assert (stats.results, stats.dead_letters) == (40, 1)
+
+    run(scenario)
+
+
+BROKEN_DEVICE = 555.0
+
+
+class FailingDevice(Scorer):
+    """A CUDA error (an illegal memory access) on the batch holding BROKEN_DEVICE: a device
+    that fails so runs nothing after it in this process."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if (batch == BROKEN_DEVICE).any():
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        return super().forward(batch)
+
+
+def test_a_failed_device_stops_the_worker_with_exit_6_and_commits_nothing_of_the_batch() -> None:
+    async def scenario() -> None:
+        source, sink = MemorySource(partitions=1), MemorySink()
+        for i in range(8):
+            source.add(txn(i))
+        h = Harness(source, sink, model=FailingDevice(), batching="fixed")
+        h.start()
+        await eventually(lambda: h.committed(0) == 8, "the first batch committed")
+        for i in range(8, 16):
+            source.add(txn(i, BROKEN_DEVICE if i == 11 else None))
+        assert h.task is not None
+        with pytest.raises(DeviceFailed) as failed:
+            await asyncio.wait_for(h.task, 10)
+        assert failed.value.exit_code == 6 and "illegal memory access" in str(failed.value)
+        # not bisected into dead letters (a failed device runs nothing): read again on restart
+        assert sink.on(DLQ) == [] and sorted(result_ids(sink)) == sorted(f"t{i}" for i in range(8))
+        assert h.committed(0) == 8
 
     run(scenario)
 
