@@ -242,6 +242,8 @@ class Runner:
     def _init_thread(self) -> None:
         if self.threads_per_lane:
             torch.set_num_threads(self.threads_per_lane)
+        if self.device.type == "cuda":  # cuda:N: pinning and the allocator act on N, not on device 0
+            torch.cuda.set_device(self.device)
 
     def run_sync(self, items: Sequence[Frame | Transaction]) -> list[Outcome]:
         return self.infer_sync(self.prepare_sync(items))
@@ -354,9 +356,9 @@ class Runner:
 
     def _infer(self, model: Model, tensors: list[torch.Tensor] | torch.Tensor) -> list[dict[str, Any]]:
         accel = self.acceleration
-        batch, real = accel.padded(tensors if isinstance(tensors, torch.Tensor) else torch.stack(tensors))
-        if self._pin:
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        batch, real = accel.padded(tensors if isinstance(tensors, torch.Tensor) else self._stacked(tensors))
+        if self._pin and batch.device.type == "cpu":  # a model's preprocess may hand over a CUDA tensor
+            batch = (batch if batch.is_pinned() else batch.pin_memory()).to(self.device, non_blocking=True)
         batch = accel.layout(batch)
         with torch.inference_mode():
             with accel.autocast(self.device):
@@ -375,6 +377,15 @@ class Runner:
                 f"model {model.name!r} postprocess gave {len(rows)} results for a batch of {len(tensors)}"
             )
         return rows
+
+    def _stacked(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The batch of ``tensors``; on CUDA, stacked straight into pinned memory (stacked,
+        then pinned, a batch of 256 frames at 224 x 224 was copied twice, 154 MB more)."""
+        if not self._pin or not tensors or tensors[0].device.type != "cpu":
+            return torch.stack(tensors)
+        first = tensors[0]
+        pinned = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+        return torch.stack(tensors, out=pinned)
 
     @staticmethod
     def _error_for(model: Model, exc: Exception) -> DecodeError:
