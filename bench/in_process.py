@@ -82,6 +82,7 @@ def run_in_process(kind: str, n: int, reps: int, device: str = "auto", **acceler
     settings = WorkerSettings(**acceleration)
     model = ModelBench(kind, min(n, max(MODEL_BATCHES)), device=device, acceleration=settings.acceleration())
     threads = torch.get_num_threads()
+    on_cpu = resolve_device(device).type == "cpu"
     starts: dict[str, list[float]] = {}
 
     def drained(name: str, **overrides: Any) -> Callable[[], float]:
@@ -100,7 +101,8 @@ def run_in_process(kind: str, n: int, reps: int, device: str = "auto", **acceler
 
     for size in MODEL_BATCHES:
         contenders[f"model alone, batch {size}, {threads} thread(s)"] = alone(size, threads, 1)
-        if threads > 1 and size <= 32:  # a model thread per CPU, as a worker runs a CNN on a CPU
+        # a model thread per CPU, as a worker runs a CNN on a CPU (on a GPU one thread feeds it)
+        if on_cpu and threads > 1 and size <= 32:
             contenders[f"model alone, batch {size}, {threads} x 1 threads"] = alone(size, 1, threads)
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     try:
