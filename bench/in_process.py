@@ -66,10 +66,9 @@ async def worker_drain(kind: str, payloads: list[bytes], device: str = "auto", *
     assert len(sink.on("out")) == len(payloads), "some items became dead letters"
     assert first is not None
     at, count = first
-    # a backlog gone in the first results' moment leaves nothing to time: the whole run then
-    rate = (len(payloads) - count) / (ended - at) if ended > at and count < len(payloads) else len(payloads) / (
-        ended - started)
-    return Drain(rate, at - started)
+    if count == len(payloads) or ended <= at:  # gone in the first results' moment: the whole run, then
+        return Drain(len(payloads) / (ended - started), at - started)
+    return Drain((len(payloads) - count) / (ended - at), at - started)
 
 
 def run_in_process(kind: str, n: int, reps: int, device: str = "auto", **acceleration: Any) -> dict[str, Any]:

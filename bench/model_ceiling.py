@@ -68,12 +68,11 @@ class ModelBench:
         """The forward pass alone, as the worker's runner makes it (on its device, in its
         layout and precision), the batches already there: on a GPU, no host copy timed."""
         runner = self.runner
-        accel = runner.acceleration
-        batches = [accel.layout(accel.padded(torch.stack(self.tensors[at:at + batch_size]))[0].to(runner.device))
+        batches = [runner.device_batch(self.tensors[at:at + batch_size])[0]
                    for at in range(0, len(self.tensors), batch_size)]
 
         def forward(batch: torch.Tensor) -> None:
-            with torch.inference_mode(), accel.autocast(runner.device):
+            with torch.inference_mode(), runner.acceleration.autocast(runner.device):
                 self.model.forward(batch)
             if runner.device.type == "cuda":
                 torch.cuda.synchronize(runner.device)  # its kernels done, not only queued

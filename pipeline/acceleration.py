@@ -29,6 +29,8 @@ from typing import Literal
 
 import torch
 
+from pipeline.batch_sizing import candidate_sizes
+
 log = logging.getLogger("streaminfer.runner")
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -66,7 +68,7 @@ class Acceleration:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.compile:
-            allow_recompiles(len(bucket_sizes(self.max_batch_size)))
+            allow_recompiles(len(candidate_sizes(self.max_batch_size)))  # every bucket's graph
             return torch.compile(module, dynamic=False, backend=self.compile_backend)  # type: ignore[return-value]
         if (self.graph == "auto" and example is not None and self.precision == "fp32"
                 and (device is None or device.type == "cpu")):
@@ -128,14 +130,6 @@ def freeze_for_inference(module: torch.nn.Module, example: torch.Tensor) -> torc
         log.warning("%s runs eager: no frozen graph of it (%s: %s)", name, type(exc).__name__, exc)
         return module
     return graph  # type: ignore[no-any-return]
-
-
-def bucket_sizes(bound: int) -> list[int]:
-    """Every size ``bucket`` pads to under ``bound``: the powers of two below it, and it."""
-    sizes = [1]
-    while sizes[-1] * 2 < bound:
-        sizes.append(sizes[-1] * 2)
-    return sizes if sizes[-1] == bound else [*sizes, bound]
 
 
 def allow_recompiles(graphs: int) -> None:

@@ -128,9 +128,9 @@ class BatchSizer:
             fitting = [size for size, s in known.items() if not self.slo_s or s * size <= self.slo_s / 2]
             start = min(fitting, key=known.__getitem__) if fitting else min(known)
             self._at = self.sizes.index(start)
-            # a size far dearer than the start is not tried live, nor any beyond it, but
-            # at every RETRY_RULED_OUT_EVERY-th re-exploration (a
-            # CNN on a CPU only gets dearer per item past its best size): each of its
+            # a size far dearer than the start is not tried live, nor any beyond it (a
+            # CNN on a CPU only gets dearer per item past its best size), but at every
+            # RETRY_RULED_OUT_EVERY-th re-exploration: each of its
             # probes costs a drain of frames as much as it loses. EfficientNet-Lite0 alone on
             # 2 x 1 threads runs batch 8 and 16 at 1.4 and 2.6 times 4's cost a frame (the
             # suite's model table of a04f96b); a live probe of 16, after the cap had climbed

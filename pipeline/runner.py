@@ -356,10 +356,7 @@ class Runner:
 
     def _infer(self, model: Model, tensors: list[torch.Tensor] | torch.Tensor) -> list[dict[str, Any]]:
         accel = self.acceleration
-        batch, real = accel.padded(tensors if isinstance(tensors, torch.Tensor) else self._stacked(tensors))
-        if self._pin and batch.device.type == "cpu":  # a model's preprocess may hand over a CUDA tensor
-            batch = (batch if batch.is_pinned() else batch.pin_memory()).to(self.device, non_blocking=True)
-        batch = accel.layout(batch)
+        batch, real = self.device_batch(tensors)
         with torch.inference_mode():
             with accel.autocast(self.device):
                 output = model.forward(batch)
@@ -377,6 +374,15 @@ class Runner:
                 f"model {model.name!r} postprocess gave {len(rows)} results for a batch of {len(tensors)}"
             )
         return rows
+
+    def device_batch(self, tensors: list[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The batch as the model gets it: stacked, padded to its bucket (compile), on the
+        device, in the model's layout; and how many of its rows are real."""
+        batch, real = self.acceleration.padded(tensors if isinstance(tensors, torch.Tensor)
+                                               else self._stacked(tensors))
+        if self._pin and batch.device.type == "cpu":  # a model's preprocess may hand over a CUDA tensor
+            batch = (batch if batch.is_pinned() else batch.pin_memory()).to(self.device, non_blocking=True)
+        return self.acceleration.layout(batch), real
 
     def _stacked(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """The batch of ``tensors``; on CUDA, stacked straight into pinned memory (stacked,
